@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The two entry points of the project, each setting everything up first:
+#   bash tools/run.sh docs   # install, then build the course site into _docs/ and say where to open it
+#   bash tools/run.sh test   # install, then run every check and test (what CI runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+PY=${PYTHON:-python3}
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+setup() {
+  # 1. Fashion-MNIST from Debian's package (the only system package we need)
+  if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "${MINIAI_FASHION_MNIST:-}" ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "== installing Debian's dataset-fashion-mnist"
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  fi
+  # 2. a virtual environment in the repo with CPU torch, the pinned nbdev toolchain, the package (editable) and its tools
+  [ -x .venv/bin/python ] || "$PY" -m venv .venv
+  echo "== installing Python packages into .venv"
+  .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/pip install -q torch==2.13.0 -e ".[dev]" 2>&1 | grep -v "^WARNING: Location\|BuildBackendWarning\|^ *$" || true
+  .venv/bin/python -c "import torch, nbdev, miniai; print('== ready: torch', torch.__version__, '| nbdev', nbdev.__version__, '| miniai', miniai.__version__)"
+}
+
+docs() {
+  .venv/bin/python tools/build_docs.py
+  echo "Open the course site: $ROOT/_docs/index.html"
+  echo "or serve it (search works best served):  .venv/bin/python -m http.server -d _docs 8000   then open http://localhost:8000"
+  echo "Open the notebooks in JupyterLab:        .venv/bin/jupyter lab nbs/"
+}
+
+tests() {
+  export PATH="$ROOT/.venv/bin:$PATH"
+  echo "== every notebook in quick mode (nbdev_test, MINIAI_QUICK=1)"
+  MINIAI_QUICK=1 nbdev_test --n_workers 1 --timing
+  echo "== package tests, sync/clean checks, docs build, wheel in a fresh venv (pytest)"
+  pytest tests -q -p no:cacheprovider
+}
+
+case "${1:-}" in
+  docs) setup; docs ;;
+  test) setup; tests ;;
+  *) echo "usage: bash tools/run.sh docs|test" >&2; exit 2 ;;
+esac
