@@ -18,8 +18,8 @@ setup() {
   # 2. a virtual environment in the repo with CPU torch, the pinned nbdev toolchain, the package (editable) and its tools
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   echo "== installing Python packages into .venv"
-  .venv/bin/pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/pip install -q torch==2.13.0 -e ".[dev]" 2>&1 | grep -v "^WARNING: Location\|BuildBackendWarning\|^ *$" || true
+  { .venv/bin/pip install --upgrade pip && .venv/bin/pip install torch==2.13.0 -e ".[dev]"; } > .venv/install.log 2>&1 ||
+    { tail -40 .venv/install.log; echo "pip install failed: full log in .venv/install.log" >&2; exit 1; }
   .venv/bin/python -c "import torch, nbdev, miniai; print('== ready: torch', torch.__version__, '| nbdev', nbdev.__version__, '| miniai', miniai.__version__)"
 }
 
