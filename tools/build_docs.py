@@ -66,7 +66,7 @@ def build(site_dir: Path) -> Path:
     (docs_src/'_mathjax'/'setup.js').write_text(
         "window.MathJax = {tex2jax: {inlineMath: [['$','$'], ['\\\\(','\\\\)']], processEscapes: true}, messageStyle: 'none'};\n")
     (docs_src/'stylesheets').mkdir()
-    (docs_src/'stylesheets'/'extra.css').write_text('.jp-OutputArea-output table { font-size: 0.8rem; }\n')
+    (docs_src/'stylesheets'/'extra.css').write_text('.md-grid { max-width: 1500px; }\n.jp-OutputArea-output table { font-size: 0.8rem; }\n')
     config = {
         'site_name': cfg.title, 'site_description': cfg.description,
         'docs_dir': str(docs_src), 'site_dir': str(site_dir), 'use_directory_urls': False,
