@@ -32,6 +32,8 @@ docs() {
 
 tests() {
   export PATH="$ROOT/.venv/bin:$PATH"
+  # one torch thread per process: the tests are small, and two threads on two shared cores stall badly when anything else runs
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   echo "== every notebook in quick mode (nbdev_test, MINIAI_QUICK=1)"
   MINIAI_QUICK=1 nbdev_test --n_workers 1 --timing
   echo "== package tests, sync/clean checks, docs build, wheel in a fresh venv (pytest)"
