@@ -99,3 +99,11 @@ def test_predict_with_tta_averages_flips_and_restores_mode():
     expected = (m(x).softmax(1) + m(x.flip(-1)).softmax(1)) / 2
     torch.testing.assert_close(p, expected.detach()) ; assert m.training and torch.equal(t, dl[0][1])
     assert accuracy_of(torch.eye(3)[[0, 1, 1]], torch.tensor([0, 1, 2])) == pytest.approx(2/3)
+
+def test_resnet_full_resolution_blocks():
+    m0, m2 = resnet((8, 16, 32), n_full=0), resnet((8, 16, 32), n_full=2)
+    assert len(m2) == len(m0) + 2
+    full = [b for b in m2 if isinstance(b, ResBlock) and isinstance(b.idconv, torch.nn.Identity)]
+    assert len(full) == 2                                     # stride 1, same channels: identity shortcuts
+    x = torch.randn(2, 1, 28, 28)
+    assert m2[:3](x).shape == (2, 8, 28, 28) and m2(x).shape == (2, 10)
