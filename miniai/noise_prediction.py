@@ -111,7 +111,7 @@ class NoisePredCB(Callback):
         onehot = onehot * (torch.rand(len(y), 1, device=y.device) >= self.p_drop)
         learn.batch = (x, onehot, x - x0)                              # the target: the noise that was added
 
-def train_noise_predictor(epochs:int=sized(25, 1), # passes over the 4,000 training digits
+def train_noise_predictor(epochs:int=sized(25, 2), # passes over the 4,000 training digits
                           lr:float=3e-3, # peak learning rate
                           seed:int=42, # seed for the weights, shuffle and noise
                           cbs:list=(), # extra callbacks, e.g. `ProgressCB()`
