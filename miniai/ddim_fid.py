@@ -4,18 +4,18 @@
 
 # %% ../nbs/12_ddim_fid.ipynb #1694d9cb
 from __future__ import annotations
-import math, time
+import time
 from functools import partial
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from .data import sized, load_fashion_mnist
-from .datasets import fashion_dls, fashion_prep, FASHION_MEAN, FASHION_STD
+from .data import sized
+from .datasets import fashion_dls, FASHION_MEAN, FASHION_STD
 from .learner import Learner, DeviceCB, MetricsCB, Accuracy, set_seed
 from .sgd import Adam, BatchSchedCB, OneCycle
 from .resnet import resnet, MixedPrecision, flip_batch, predict, accuracy_of
 from .noise_prediction import cached_model
-from .ddpm import NoiseSchedule, diffusion_sample, ddpm_step, to_pixels, _abar_prev
+from .ddpm import NoiseSchedule, _abar_prev
 
 # %% auto #0
 __all__ = ['fashion_classifier', 'fashion_features', 'gaussian_stats', 'frechet_distance', 'fid', 'kid', 'ddim_step']

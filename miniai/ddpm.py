@@ -12,10 +12,9 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import progress_bar
-from .data import load_fashion_mnist, cache_dir, sized, DataError
+from .data import load_fashion_mnist, sized, DataError
 from .datasets import BatchDataset, DataLoaders, to_float, show_images
-from .conv import def_device
-from .learner import Learner, Callback, DeviceCB, MetricsCB, ProgressCB, set_seed, save_atomic
+from .learner import Learner, Callback, DeviceCB, MetricsCB, set_seed
 from .sgd import Adam, BatchSchedCB, OneCycle
 from .resnet import MixedPrecision, autocast_dtype
 from .noise_prediction import cached_model, read_checkpoint, load_weights

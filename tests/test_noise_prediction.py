@@ -1,7 +1,7 @@
 "corrupt's algebra, the noise predictor's shapes and errors, iterative denoising, cached models and their error messages."
 import pytest, torch
 from miniai.noise_prediction import (corrupt, NoisePredictor, NoisePredCB, denoise_iteratively, cached_model, read_checkpoint,
-                                     load_weights, ascend, mnist_tensors)
+                                     ascend, mnist_tensors)
 from miniai.data import DataError
 from miniai.learner import save_atomic
 
