@@ -28,7 +28,7 @@ def theirs(model, scheduler, n, steps, seed):
     for t in scheduler.timesteps:
         with torch.autocast('cpu', dtype=dtype, enabled=dtype is not None):
             eps = model(x, torch.full((n,), int(t), dtype=torch.long)).float()
-        x = scheduler.step(eps, t, x).prev_sample
+        x = scheduler.step(eps, t, x, use_clipped_model_output=True).prev_sample  # ours re-derives ε from the clamped x0 too
     return x
 
 
@@ -44,7 +44,8 @@ def main():
     else:
         torch.manual_seed(0); model = UNet().eval()
     sched = NoiseSchedule.cosine()
-    scheduler = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', clip_sample=True)  # ours clamps x0 to [-1, 1] too
+    scheduler = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', clip_sample=True,
+                                          timestep_spacing='trailing')  # ours clamps x0 to [-1, 1] and starts at t = T-1
     runs = {'miniai': partial(ours, model, sched), 'diffusers': partial(theirs, model, scheduler)}
     times, outs = {k: [] for k in runs}, {}
     print(f'{a.n} images, {a.steps} DDIM steps, {torch.get_num_threads()} threads, autocast {autocast_dtype("cpu")}, diffusers {diffusers.__version__}')

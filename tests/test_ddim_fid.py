@@ -8,7 +8,7 @@ from miniai.resnet import resnet
 @pytest.mark.parametrize('n', [10, 50])
 def test_ddim_step_matches_diffusers(eta, n):
     sched = NoiseSchedule.cosine()
-    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', clip_sample=False)
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', clip_sample=False, timestep_spacing='trailing')
     ref.set_timesteps(n)
     ts = timesteps(1000, n)
     assert ts == ref.timesteps.tolist()
@@ -57,12 +57,17 @@ def test_feature_input_checks():
     with pytest.raises(ValueError, match='N ≥ 2'): gaussian_stats(torch.randn(1, 3))
     assert fashion_features(resnet((8, 16, 32, 64, 128)), torch.rand(3, 1, 28, 28)).shape == (3, 128)
 
-def test_clipped_ddim_step_matches_diffusers():
+@pytest.mark.parametrize('eta', [0., 1.])
+def test_clipped_ddim_step_matches_diffusers(eta):
     sched = NoiseSchedule.cosine()
-    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', clip_sample=True)
+    ref = diffusers.DDIMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', clip_sample=True, timestep_spacing='trailing')
     ref.set_timesteps(25)
     ts = timesteps(1000, 25)
     x, eps = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
     for i in range(25):
         t_prev = ts[i+1] if i+1 < 25 else -1
-        torch.testing.assert_close(ddim_step(x, eps, ts[i], t_prev, sched, clip=1.), ref.step(eps, ts[i], x).prev_sample, rtol=1e-4, atol=1e-5)
+        g = lambda: torch.Generator().manual_seed(i)
+        theirs = ref.step(eps, ts[i], x, eta=eta, generator=g(), use_clipped_model_output=True).prev_sample  # ε from the clamped x0
+        torch.testing.assert_close(ddim_step(x, eps, ts[i], t_prev, sched, generator=g(), eta=eta, clip=1.), theirs, rtol=1e-4, atol=1e-5)
+        if i < 10:  # x0 is clamped at these noise levels, so keeping the model's ε would give another step
+            assert not torch.allclose(ref.step(eps, ts[i], x, eta=eta, generator=g()).prev_sample, theirs, atol=1e-3)

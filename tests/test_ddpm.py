@@ -1,12 +1,14 @@
 "Our DDPM schedule, noising and sampler step against diffusers' DDPMScheduler; the U-Net's shapes and errors; checkpoints."
 import diffusers, pytest, torch
-from miniai.ddpm import NoiseSchedule, noisify, ddpm_step, timesteps, diffusion_sample, UNet, load_unet, timestep_embedding
+from types import SimpleNamespace
+from miniai.ddpm import NoiseSchedule, noisify, ddpm_step, timesteps, diffusion_sample, UNet, load_unet, timestep_embedding, DDPMCB, EMACB
 from miniai.data import DataError
 from miniai.learner import save_atomic
 
 def ref_scheduler(name, T=1000, n=None):
     beta_schedule = {'linear': 'linear', 'cosine': 'squaredcos_cap_v2'}[name]
-    s = diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule=beta_schedule, clip_sample=False, variance_type='fixed_small')
+    s = diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule=beta_schedule, clip_sample=False, variance_type='fixed_small',
+                                  timestep_spacing='trailing')
     if n: s.set_timesteps(n)
     return s
 
@@ -85,6 +87,21 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     save_atomic({'weights': 1}, tmp_path/'dict.pth')
     with pytest.raises(DataError, match='not a miniai model checkpoint'): load_unet(tmp_path/'dict.pth')
 
+def test_checkpoint_last_and_ema_weights(tmp_path):
+    torch.manual_seed(0)
+    avg, last = UNet(nfs=(8, 16)), UNet(nfs=(8, 16))
+    record = dict(config=dict(nfs=(8, 16), use_t=True), last_weights=last.state_dict())
+    save_atomic({'model': avg.state_dict(), 'record': record}, tmp_path/'u.pth')
+    x, t = torch.randn(2, 1, 16, 16), torch.tensor([3, 700])
+    for weights, ref in (('last', last), ('ema', avg)):
+        m, rec = load_unet(tmp_path/'u.pth', weights=weights)
+        torch.testing.assert_close(m(x, t), ref.eval()(x, t), rtol=0, atol=0)
+        assert 'last_weights' not in rec
+    with pytest.raises(ValueError, match="'last' or 'ema'"): load_unet(tmp_path/'u.pth', weights='best')
+    record['last_weights'] = UNet(nfs=(8, 32)).state_dict()
+    save_atomic({'model': avg.state_dict(), 'record': record}, tmp_path/'bad.pth')
+    with pytest.raises(DataError, match='another architecture'): load_unet(tmp_path/'bad.pth')
+
 def test_sampler_seeded_and_keep():
     torch.manual_seed(0)
     m, sched = UNet(nfs=(8, 16)), NoiseSchedule.cosine(T=50)
@@ -99,7 +116,8 @@ def test_sampler_seeded_and_keep():
 def test_clipped_ddpm_step_matches_diffusers(n):
     "With x0 clamped to [-1, 1] (what `diffusion_sample` does by default), against diffusers with clip_sample=True."
     sched = NoiseSchedule.cosine()
-    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', clip_sample=True, variance_type='fixed_small')
+    ref = diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule='squaredcos_cap_v2', clip_sample=True, variance_type='fixed_small',
+                                  timestep_spacing='trailing')
     ref.set_timesteps(n)
     ts = timesteps(1000, n)
     x, eps = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
@@ -107,4 +125,35 @@ def test_clipped_ddpm_step_matches_diffusers(n):
         t_prev = ts[i+1] if i+1 < len(ts) else -1
         ours = ddpm_step(x, eps, ts[i], t_prev, sched, generator=torch.Generator().manual_seed(i), clip=1.)
         theirs = ref.step(eps, ts[i], x, generator=torch.Generator().manual_seed(i)).prev_sample
-        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=5e-5)  # float32 rounding differs at t = 999, where ᾱ is tiny
+
+def test_min_snr_loss():
+    sched = NoiseSchedule.cosine()
+    t, eps, preds = torch.tensor([0, 100, 600, 999]), torch.randn(4, 1, 4, 4), torch.randn(4, 1, 4, 4)
+    snr = sched.abar[t] / (1 - sched.abar[t])
+    w = torch.minimum(snr, torch.tensor(5.)) / snr                      # 1 at the noisy steps, < 1 at the nearly clean ones
+    assert w[0] < 0.01 and w[-1] == 1
+    learn = SimpleNamespace(training=True, batch=(None, t, eps), preds=preds, loss=torch.tensor(-1.))
+    DDPMCB(sched, min_snr=5.).get_loss(learn)
+    torch.testing.assert_close(learn.loss, ((preds - eps) ** 2).mean((1, 2, 3)).mul(w).mean())
+    learn.loss = torch.tensor(-1.); learn.training = False              # validation keeps the learner's plain loss
+    DDPMCB(sched, min_snr=5.).get_loss(learn)
+    assert learn.loss == -1.
+
+def test_ema_callback():
+    model = torch.nn.Linear(1, 1, bias=False)
+    learn, cb = SimpleNamespace(model=model, training=True), EMACB(decay=0.5)
+    with torch.no_grad(): model.weight.fill_(0.)
+    cb.before_fit(learn)
+    avg, n = 0., 0
+    for v in [1., 2., 3., 4.]:                                           # the training steps' weights
+        with torch.no_grad(): model.weight.fill_(v)
+        cb.after_batch(learn); n += 1
+        d = min(0.5, (1 + n) / (10 + n)); avg = d * avg + (1 - d) * v
+    assert cb.avg[0].item() == pytest.approx(avg) and avg != 4.
+    learn.training = False; cb.before_epoch(learn)                       # validation sees the average...
+    assert model.weight.item() == pytest.approx(avg)
+    cb.after_batch(learn)                                                # ...which validation batches do not update
+    assert cb.avg[0].item() == pytest.approx(avg)
+    cb.after_epoch(learn); assert model.weight.item() == 4.              # ...and training resumes from its own weights
+    cb.after_fit(learn); assert model.weight.item() == pytest.approx(avg) and cb.last['weight'].item() == 4.
