@@ -106,6 +106,6 @@ def ddim_step(x_t:Tensor, # (B, C, H, W) current noisy images
         x0 = x0.clamp(-clip, clip)
         eps = (x_t - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
     sigma = eta * ((1 - abar_p) / (1 - abar_t) * (1 - abar_t / abar_p)).sqrt()
-    x = abar_p.sqrt() * x0 + (1 - abar_p - sigma**2).sqrt() * eps
+    x = abar_p.sqrt() * x0 + (1 - abar_p - sigma**2).clamp(min=0).sqrt() * eps  # ≥ 0 in exact arithmetic; float32 can dip below
     if eta > 0: x = x + sigma * torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
     return x

@@ -26,6 +26,8 @@ def test_ddim_deterministic_and_clip():
     a = ddim_step(x, eps, 500, 400, sched, generator=torch.Generator().manual_seed(0), eta=1.)
     assert not torch.allclose(a, ddim_step(x, eps, 500, 400, sched))
     assert ddim_step(x, eps * 3, 10, -1, sched, clip=1.).abs().max() <= 1 + 1e-6
+    # a big η=1 jump from the noisiest step: the re-noising coefficient rounds below 0 in float32, and must not give NaN
+    assert torch.isfinite(ddim_step(x, eps, 999, 799, sched, generator=torch.Generator().manual_seed(0), eta=1., clip=1.)).all()
 
 def test_fid_closed_form_and_identity():
     torch.manual_seed(0)
