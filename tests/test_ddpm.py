@@ -1,7 +1,8 @@
 "Our DDPM schedule, noising and sampler step against diffusers' DDPMScheduler; the U-Net's shapes and errors; checkpoints."
 import diffusers, pytest, torch
 from types import SimpleNamespace
-from miniai.ddpm import NoiseSchedule, noisify, ddpm_step, timesteps, diffusion_sample, UNet, load_unet, timestep_embedding, DDPMCB, EMACB
+import miniai.ddpm
+from miniai.ddpm import pretrained_ddpm, NoiseSchedule, noisify, ddpm_step, timesteps, diffusion_sample, UNet, load_unet, timestep_embedding, DDPMCB, EMACB
 from miniai.data import DataError
 from miniai.learner import save_atomic
 
@@ -100,7 +101,7 @@ def test_checkpoint_last_and_ema_weights(tmp_path):
     with pytest.raises(ValueError, match="'last' or 'ema'"): load_unet(tmp_path/'u.pth', weights='best')
     record['last_weights'] = UNet(nfs=(8, 32)).state_dict()
     save_atomic({'model': avg.state_dict(), 'record': record}, tmp_path/'bad.pth')
-    with pytest.raises(DataError, match='another architecture'): load_unet(tmp_path/'bad.pth')
+    with pytest.raises(DataError, match='another architecture'): load_unet(tmp_path/'bad.pth', weights='last')
 
 def test_sampler_seeded_and_keep():
     torch.manual_seed(0)
@@ -140,6 +141,12 @@ def test_min_snr_loss():
     DDPMCB(sched, min_snr=5.).get_loss(learn)
     assert learn.loss == -1.
 
+def test_pretrained_ddpm_checks_weights_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv('MINIAI_CACHE', str(tmp_path))                   # an empty cache: the model would have to be trained
+    def fail(*args, **kwargs): raise AssertionError('trained before checking `weights`')
+    monkeypatch.setattr(miniai.ddpm, 'train_ddpm', fail)
+    with pytest.raises(ValueError, match="'last' or 'ema'"): pretrained_ddpm(weights='best')
+
 def test_ema_callback():
     model = torch.nn.Linear(1, 1, bias=False)
     learn, cb = SimpleNamespace(model=model, training=True), EMACB(decay=0.5)
@@ -150,10 +157,10 @@ def test_ema_callback():
         with torch.no_grad(): model.weight.fill_(v)
         cb.after_batch(learn); n += 1
         d = min(0.5, (1 + n) / (10 + n)); avg = d * avg + (1 - d) * v
-    assert cb.avg[0].item() == pytest.approx(avg) and avg != 4.
+    assert cb.avg['weight'].item() == pytest.approx(avg) and avg != 4.
     learn.training = False; cb.before_epoch(learn)                       # validation sees the average...
     assert model.weight.item() == pytest.approx(avg)
     cb.after_batch(learn)                                                # ...which validation batches do not update
-    assert cb.avg[0].item() == pytest.approx(avg)
+    assert cb.avg['weight'].item() == pytest.approx(avg)
     cb.after_epoch(learn); assert model.weight.item() == 4.              # ...and training resumes from its own weights
     cb.after_fit(learn); assert model.weight.item() == pytest.approx(avg) and cb.last['weight'].item() == 4.
