@@ -245,7 +245,6 @@ def _check_weights(weights):
 
 def _choose_weights(model, record, weights, path):
     "Keep the checkpoint's (averaged) weights for 'ema', or load the last weights that `train_ddpm` recorded beside them for 'last'."
-    _check_weights(weights)
     last = record.pop('last_weights', None)   # absent when trained without an EMA: then the weights are the last ones
     return load_weights(model, last, path) if weights == 'last' and last is not None else model
 
@@ -253,6 +252,7 @@ def load_unet(path:Path, # a checkpoint written by `pretrained_ddpm`
               weights:str='ema', # 'ema': the moving average of the weights; 'last': the weights training ended with
              )->tuple: # `(model, record)`
     "Rebuild the U-Net described in a checkpoint's record and load its weights (clear errors for other files)."
+    _check_weights(weights)
     state = read_checkpoint(path)
     if 'config' not in state['record']: raise DataError(f"{path} has no U-Net config in its record; it was not written by pretrained_ddpm")
     model = load_weights(UNet(**state['record']['config']), state['model'], path)
