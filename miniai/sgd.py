@@ -4,15 +4,15 @@
 
 # %% ../nbs/08_optimizers.ipynb #2f109b23
 from __future__ import annotations
-import math
+import math, time
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
-from .learner import Callback
+from .learner import Callback, Learner
 
 # %% auto #0
 __all__ = ['SGD', 'ewma', 'Momentum', 'RMSProp', 'Adam', 'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'get_mom', 'set_mom',
-           'RecorderCB', 'cos_anneal', 'one_cycle', 'OneCycle']
+           'RecorderCB', 'cos_anneal', 'one_cycle', 'OneCycle', 'train_steps', 'OneCycleCB', 'fit_one_cycle']
 
 # %% ../nbs/08_optimizers.ipynb #5e468656
 def _check_num(name:str, v, lo:float=0., hi:float=None, lo_open:bool=False):
@@ -274,3 +274,39 @@ class OneCycle:
     def get_last_lr(self)->list:
         "The current learning rate of each parameter group."
         return [g['lr'] for g in self.opt.param_groups]
+
+# %% ../nbs/08_optimizers.ipynb #1e3c64ba
+def train_steps(learn:Learner)->int:
+    "Training batches in the whole fit: `n_epochs * len(dls.train)`."
+    dl = learn.dls.train
+    if not hasattr(dl, '__len__'):
+        raise ValueError(f"the training loader {type(dl).__name__} has no len(), so a schedule cannot know the fit's length; "
+                         f"use a loader with a length, or a scheduler callback given total_steps")
+    return learn.n_epochs * len(dl)
+
+class OneCycleCB(BatchSchedCB):
+    "The 1cycle schedule (`OneCycle`) stepped after every training batch, its length read from the Learner when the fit starts."
+    def __init__(self,
+                 max_lr:float, # peak learning rate
+                 **kwargs, # more arguments of `OneCycle`: pct_start, div_factor, final_div_factor, moms
+                ): self.max_lr, self.kwargs = max_lr, kwargs
+    def before_fit(self, learn):
+        if learn.do_train: self.sched = OneCycle(learn.opt, self.max_lr, train_steps(learn), **self.kwargs)
+    def _step(self, learn):
+        if learn.training: self.sched.step()
+
+def fit_one_cycle(self:Learner,
+                  n_epochs:int, # passes over the training data
+                  lr:float=None, # peak learning rate (default: the Learner's `lr`)
+                  cbs:list=(), # extra callbacks for this fit
+                  **kwargs, # more arguments of `OneCycle`
+                 )->dict: # the record: epochs, lr, the metrics of every epoch (`hist`, with a `MetricsCB`), minutes
+    "Fit `n_epochs` under the 1cycle schedule and return a record of the run."
+    lr = self.lr if lr is None else lr
+    t0 = time.perf_counter()
+    self.fit(n_epochs, cbs=[OneCycleCB(lr, **kwargs), *cbs])
+    metrics = getattr(self, 'metrics', None)
+    return dict(epochs=n_epochs, lr=lr, hist=list(metrics.hist) if metrics is not None else [],
+                minutes=(time.perf_counter() - t0) / 60)
+
+Learner.fit_one_cycle = fit_one_cycle
