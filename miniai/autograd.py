@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_backprop.ipynb #368e2d36
 from __future__ import annotations
-import math, numbers
+import math, numbers, operator
 import torch
 from torch import Tensor
 
@@ -43,7 +43,7 @@ def broadcast_shape(op:str, # the operation, for the message
 
 # %% ../nbs/02_backprop.ipynb #2c2578c6
 class Value:
-    "A tensor `data` that remembers how it was computed, so `backward()` can fill in `grad` for all it depends on."
+    "A tensor `data` that remembers how it was computed, so `backward()` can fill in its inputs' `grad`."
     def __init__(self, data, # tensor, number or nested list
                  _parents:tuple=(), # the Values this one was computed from
                  _op:str='', # name of the operation, for printing the graph
@@ -100,11 +100,11 @@ class Value:
         "`self @ o`: (..., n, k) @ (..., k, m) -> (..., n, m), batch dimensions broadcasting."
         o = self._lift(o); a, b = tuple(self.shape), tuple(o.shape)
         if len(a) < 2 or len(b) < 2:
-            raise ValueError(f"@: shapes {a} @ {b}: both sides must have at least 2 dimensions; make a vector a row "
-                             "x[None] or a column x[:, None]")
+            raise ValueError(f"@: shapes {a} @ {b}: both sides must have at least 2 dimensions; "
+                             "make a vector a row x[None] or a column x[:, None]")
         if a[-1] != b[-2]:
-            raise ValueError(f"@: shapes {a} @ {b} do not match: the left's last size ({a[-1]}) must equal the right's "
-                             f"second-to-last ({b[-2]}), e.g. {a} @ {(*b[:-2], a[-1], b[-1])}")
+            raise ValueError(f"@: shapes {a} @ {b} do not match: the left's last size ({a[-1]}) must equal "
+                             f"the right's second-to-last ({b[-2]}), e.g. {a} @ {(*b[:-2], a[-1], b[-1])}")
         broadcast_shape('@ (batch dimensions)', a[:-2], b[:-2])
         out = Value(self.data @ o.data, (self, o), '@')              # (..., n, m)
         def _backward():
@@ -222,8 +222,10 @@ def _reduced_dims(op:str, dim, keepdim, ndim:int)->tuple:
     if not isinstance(keepdim, bool): raise TypeError(f"{op}: keepdim must be True or False, got {keepdim!r}")
     if dim is None: return tuple(range(ndim))
     ds = tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
-    if any(isinstance(d, bool) or not isinstance(d, int) for d in ds):
-        raise TypeError(f"{op}: dim must be an int or a tuple of ints, got {dim!r}")
+    try:
+        if any(isinstance(d, bool) for d in ds): raise TypeError
+        ds = tuple(operator.index(d) for d in ds)                    # ints, numpy ints, 0-d int tensors
+    except TypeError: raise TypeError(f"{op}: dim must be an int or a tuple of ints, got {dim!r}") from None
     if not ds: return tuple(range(ndim))             # dim=() means every dimension, as in torch
     n = max(ndim, 1)                                 # a scalar has one dimension to name: 0 or -1
     if any(not -n <= d < n for d in ds):

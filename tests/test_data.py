@@ -382,3 +382,14 @@ def test_downloaded_files_are_readable_by_others(served, monkeypatch, tmp_path):
     d = download_fashion_mnist(tmp_path/'dest', url=srv.url)
     umask = os.umask(0); os.umask(umask)
     for fname, *_ in FASHION_FILES.values(): assert (d/fname).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_path_variables_expand_home(monkeypatch, tmp_path):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    (tmp_path/'fm').symlink_to(FASHION_APT_DIR)
+    monkeypatch.setenv('MINIAI_FASHION_MNIST', '~/fm')
+    assert fashion_mnist_dir() == tmp_path/'fm'
+    monkeypatch.setenv('MINIAI_MNIST', '~/none.csv.gz')
+    with pytest.raises(DataError, match=rf'{tmp_path}/none.csv.gz: file not found'): load_mnist()
+    monkeypatch.setenv('MINIAI_CACHE', '~/c')
+    assert cache_dir('m') == tmp_path/'c'/'m'

@@ -357,3 +357,12 @@ def test_fit_restores_every_module_mode(start):
         return cross_entropy(p, y)
     with pytest.raises(RuntimeError, match='boom'): fit(1, model, failing, opt, tdl, vdl)
     assert [m.training for m in model.modules()] == modes
+
+@pytest.mark.parametrize('dtype', [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_any_integer_target_dtype_matches_torch(dtype):
+    "A uint8 index would be read as a mask and int8/int16 are refused as indices: every integer dtype works."
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 4, generator=g), torch.tensor([1, 0, 3, 2, 2, 0])
+    assert_close(cross_entropy(x, y.to(dtype)), F.cross_entropy(x, y))
+    assert_close(nll(F.log_softmax(x, -1), y.to(dtype)), F.nll_loss(F.log_softmax(x, -1), y))
+    assert accuracy(x, y.to(dtype)).item() == accuracy(x, y).item()
