@@ -11,7 +11,11 @@ statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Produ
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = cfg.get('requirements', '').split()
+# Optional parts: `extras = mnist` with `mnist_requirements = ...` gives `pip install 'miniai[mnist]'`.
+extras = {name: cfg[f'{name}_requirements'].split() for name in cfg.get('extras', '').split()}
+# `dev` is everything needed to work on the course: its own tools and every extra (the tests use them all).
 dev_requirements = cfg.get('dev_requirements', '').split()
+dev_requirements += [r for reqs in extras.values() for r in reqs if r not in dev_requirements]
 min_python = cfg['min_python']
 
 setuptools.setup(
@@ -26,7 +30,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['miniai', 'miniai.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={**extras, 'dev': dev_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

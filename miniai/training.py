@@ -4,11 +4,14 @@
 
 # %% ../nbs/03_minibatch_training.ipynb #85572d02
 from __future__ import annotations
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import islice
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 import torch.utils.data
+from .data import check_int, check_number
 
 # %% auto #0
 __all__ = ['logsumexp', 'log_softmax', 'nll', 'cross_entropy', 'accuracy', 'Optimizer', 'Dataset', 'Sampler', 'BatchSampler',
@@ -18,7 +21,8 @@ __all__ = ['logsumexp', 'log_softmax', 'nll', 'cross_entropy', 'accuracy', 'Opti
 def logsumexp(x:Tensor, # (..., C) scores; reduced over the last dimension
              )->Tensor: # (...,)
     "$\\log\\sum_j e^{x_j}$ over the last dimension, shifted by the row maximum so that large values do not overflow."
-    if x.ndim == 0: raise ValueError("logsumexp: got a 0-d tensor; give at least one dimension of scores to reduce over")
+    _check_scores('logsumexp', x)
+    if x.shape[-1] == 0: return x.sum(-1).log()                  # the log of an empty sum: -inf, as in torch
     m = x.detach().max(-1, keepdim=True).values                 # (..., 1) the shift; the result does not depend on it
     m = m.masked_fill(~m.isfinite(), 0.)                         # rows of all -inf (or with inf) need no shift
     return m.squeeze(-1) + (x - m).exp().sum(-1).log()           # (...,)
@@ -28,23 +32,40 @@ def log_softmax(x:Tensor, # (..., C) logits; normalised over the last dimension
     "Log of the softmax over the last dimension, computed as `x - logsumexp(x)` so it is stable for large logits."
     return x - logsumexp(x).unsqueeze(-1)  # (..., C) - (..., 1)
 
+def _check_scores(name, x):
+    "A clear error unless `x` is a tensor with a last dimension to reduce over."
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a tensor of scores, got {type(x).__name__}")
+    if x.ndim == 0:
+        raise ValueError(f"{name}: got a 0-d tensor; give at least one dimension of scores to reduce over")
+
 # %% ../nbs/03_minibatch_training.ipynb #ef9932de
 def _check_clf(name, inp, target):
-    "Raise a clear error unless `inp` is (B, C) and `target` holds B integer class indices in [0, C)."
-    if inp.ndim != 2: raise ValueError(f"{name}: expected 2-D scores of shape (batch, classes), got shape {tuple(inp.shape)}")
+    "Raise a clear error unless `inp` is (B, C) and `target` holds B integer class indices in [0, C), B >= 1."
+    for what, t in (('input', inp), ('target', target)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: {what} must be a tensor, not {type(t).__name__}")
+    if inp.ndim != 2:
+        raise ValueError(f"{name}: expected 2-D scores of shape (batch, classes), "
+                         f"got shape {tuple(inp.shape)}")
     if target.ndim != 1 or len(target) != len(inp):
-        raise ValueError(f"{name}: target has shape {tuple(target.shape)} but needs one class index per row of the input, shape ({len(inp)},)")
+        raise ValueError(f"{name}: target has shape {tuple(target.shape)} but needs one class index per row "
+                         f"of the input, shape ({len(inp)},)")
+    if len(inp) == 0: raise ValueError(f"{name}: got an empty batch (0 rows); a batch needs one item or more")
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
-        raise TypeError(f"{name}: target must hold integer class indices (e.g. torch.long), got {target.dtype}")
-    if len(target) and (target.min() < 0 or target.max() >= inp.shape[1]):
-        raise ValueError(f"{name}: target values must lie in [0, {inp.shape[1]}), got min {int(target.min())}, max {int(target.max())}")
+        raise TypeError(f"{name}: target must hold integer class indices (e.g. torch.long), "
+                        f"not {target.dtype}")
+    if target.min() < 0 or target.max() >= inp.shape[1]:
+        raise ValueError(f"{name}: target values must lie in [0, {inp.shape[1]}), got min "
+                         f"{int(target.min())}, max {int(target.max())}")
 
 def nll(inp:Tensor, # (B, C) log-probabilities
         target:Tensor, # (B,) integer class indices
        )->Tensor: # scalar: mean over the batch
     "Negative log likelihood: minus the mean log-probability given to each row's target class."
     _check_clf('nll', inp, target)
-    return -inp[torch.arange(len(target)), target].mean()  # one element per row, picked by integer-array indexing
+    rows, cols = torch.arange(len(target)), target.long()   # long: a uint8 index would be read as a mask
+    return -inp[rows, cols].mean()  # one element per row, picked by integer-array indexing
 
 def cross_entropy(inp:Tensor, # (B, C) logits
                   target:Tensor, # (B,) integer class indices
@@ -68,11 +89,8 @@ class Optimizer:
                  params, # iterable of tensors to train, e.g. `model.parameters()`
                  lr:float=0.5, # learning rate: how far to move against the gradient
                 ):
-        self.params = list(params)
-        if not self.params: raise ValueError("Optimizer: got no parameters; pass model.parameters() (a generator can only be used once)")
-        if not all(isinstance(p, Tensor) for p in self.params): raise TypeError("Optimizer: every parameter must be a tensor")
-        if lr < 0: raise ValueError(f"Optimizer: lr must be >= 0, got {lr}")
-        self.lr = lr
+        self.params = _param_list(params)
+        self.lr = check_number(lr, 'Optimizer: lr', lo=0)
 
     def step(self):
         "Update every parameter that has a gradient: `p -= lr * p.grad`."
@@ -84,6 +102,20 @@ class Optimizer:
         "Forget the gradients, so the next `backward()` starts fresh."
         for p in self.params: p.grad = None
 
+def _param_list(params)->list:
+    "`params` as a list of distinct tensors; a clear error for mistakes that would train nothing (or twice)."
+    if isinstance(params, Tensor) or not hasattr(params, '__iter__'):
+        raise TypeError(f"Optimizer: params must be an iterable of tensors, e.g. model.parameters() or "
+                        f"[w, b]; got {type(params).__name__}")
+    ps = list(params)
+    if not ps: raise ValueError("Optimizer: got no parameters; pass model.parameters() "
+                                "(a generator can only be used once)")
+    if not all(isinstance(p, Tensor) for p in ps):
+        raise TypeError("Optimizer: every parameter must be a tensor")
+    if len({id(p) for p in ps}) < len(ps):
+        raise ValueError("Optimizer: a parameter appears more than once; it would be stepped twice per step")
+    return ps
+
 # %% ../nbs/03_minibatch_training.ipynb #a31282a9
 class Dataset:
     "Inputs and targets kept together: `ds[i]` is `(x[i], y[i])`."
@@ -91,10 +123,19 @@ class Dataset:
                  x, # inputs: a tensor or a list, indexed along its first dimension
                  y, # targets, one per input
                 ):
-        if len(x) != len(y): raise ValueError(f"Dataset: x has {len(x)} items but y has {len(y)}; they must have one target per input")
+        if _length(x, 'Dataset: x') != _length(y, 'Dataset: y'):
+            raise ValueError(f"Dataset: x has {len(x)} items but y has {len(y)}; "
+                             "they must have one target per input")
         self.x, self.y = x, y
     def __len__(self): return len(self.x)
     def __getitem__(self, i): return self.x[i], self.y[i]
+
+def _length(v, what:str)->int:
+    "`len(v)`, or a clear `TypeError` naming `what`."
+    try: return len(v)
+    except TypeError:
+        raise TypeError(f"{what} must have a length (a tensor, a list or a dataset), "
+                        f"got {type(v).__name__}") from None
 
 # %% ../nbs/03_minibatch_training.ipynb #66405496
 class Sampler:
@@ -103,7 +144,7 @@ class Sampler:
                  ds, # anything with a length, usually a dataset
                  shuffle:bool=False, # draw a fresh permutation (from torch's global RNG) on every iteration
                 ):
-        self.n, self.shuffle = len(ds), shuffle
+        self.n, self.shuffle = _length(ds, 'Sampler: ds'), _check_flag('Sampler: shuffle', shuffle)
     def __len__(self): return self.n
     def __iter__(self):
         return iter(torch.randperm(self.n).tolist() if self.shuffle else range(self.n))
@@ -115,9 +156,14 @@ class BatchSampler:
                  bs:int, # batch size
                  drop_last:bool=False, # drop a final batch smaller than `bs`
                 ):
-        if not isinstance(bs, int) or bs < 1: raise ValueError(f"BatchSampler: bs must be a positive integer, got {bs!r}")
-        self.sampler, self.bs, self.drop_last = sampler, bs, drop_last
-    def __len__(self): return len(self.sampler)//self.bs if self.drop_last else -(-len(self.sampler)//self.bs)
+        if not hasattr(sampler, '__iter__'):
+            raise TypeError(f"BatchSampler: sampler must be an iterable of indices, "
+                            f"not {type(sampler).__name__}")
+        self.sampler, self.bs = sampler, check_int(bs, 'BatchSampler: bs', lo=1)
+        self.drop_last = _check_flag('BatchSampler: drop_last', drop_last)
+    def __len__(self):
+        n = _length(self.sampler, 'BatchSampler: for len(), the sampler')
+        return n//self.bs if self.drop_last else -(-n//self.bs)
     def __iter__(self):
         it = iter(self.sampler)
         while b := list(islice(it, self.bs)):   # take bs indices at a time until none are left
@@ -127,8 +173,32 @@ class BatchSampler:
 def collate(b:list, # items from a dataset, each a tuple like (x, y)
            )->tuple: # one stacked tensor per field: (xb, yb)
     "Stack a list of `(x, y, ...)` items field by field into a tuple of batch tensors."
+    _check_items(b)
+    return tuple(_stack(field, i) for i, field in enumerate(zip(*b)))  # each (B, ...)
+
+def _check_flag(what:str, v)->bool:
+    "`v` if it is True or False, else a clear `TypeError` (a string 'False' would count as true)."
+    if not isinstance(v, bool): raise TypeError(f"{what} must be True or False, got {v!r}")
+    return v
+
+def _check_items(b):
+    "A clear error unless `b` is a non-empty list of tuples with the same number of fields."
     if len(b) == 0: raise ValueError("collate: got an empty batch; a batch needs at least one item")
-    return tuple(torch.stack([torch.as_tensor(o) for o in field]) for field in zip(*b))  # each (B, ...)
+    if (i := next((i for i, o in enumerate(b) if not isinstance(o, (tuple, list))), None)) is not None:
+        raise TypeError(f"collate: each item must be a tuple like (x, y), got {type(b[i]).__name__}; "
+                        "a dataset's ds[i] should return (input, target)")
+    if len(sizes := {len(o) for o in b}) > 1:
+        raise ValueError(f"collate: the items have different numbers of fields {sorted(sizes)}; "
+                         "each must be a tuple like (x, y)")
+
+def _stack(field, i:int)->Tensor:
+    "Field `i` of every item stacked into one tensor (B, ...), or a clear error that names the field."
+    try: return torch.stack([torch.as_tensor(o) for o in field])
+    except RuntimeError as e:
+        raise ValueError(f"collate: field {i} of the items cannot be stacked ({e}); it must have the same "
+                         "shape in every item") from None
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"collate: field {i} of an item is not a tensor or a number ({e})") from None
 
 # %% ../nbs/03_minibatch_training.ipynb #9a74ed49
 class DataLoader:
@@ -143,16 +213,35 @@ class DataLoader:
                  collate_fn=None, # turns a list of items into a batch; default `collate`
                  drop_last:bool=False, # drop a final batch smaller than `batch_size`
                 ):
-        if batch_sampler is not None:
-            if batch_size != 1 or shuffle or sampler is not None or drop_last:
-                raise ValueError("DataLoader: batch_sampler already decides the batches; leave batch_size, shuffle, sampler and drop_last at their defaults")
-        else:
-            if sampler is not None and shuffle: raise ValueError("DataLoader: give either sampler or shuffle=True, not both (the sampler decides the order)")
-            batch_sampler = BatchSampler(sampler if sampler is not None else Sampler(dataset, shuffle), batch_size, drop_last)
+        _check_loader(dataset, batch_size, shuffle, sampler, batch_sampler, collate_fn, drop_last)
+        if batch_sampler is None:
+            batch_sampler = BatchSampler(sampler if sampler is not None else Sampler(dataset, shuffle),
+                                         batch_size, drop_last)
         self.dataset, self.batch_sampler, self.collate_fn = dataset, batch_sampler, collate_fn or collate
     def __len__(self): return len(self.batch_sampler)
     def __iter__(self):
         for idxs in self.batch_sampler: yield self.collate_fn([self.dataset[i] for i in idxs])
+
+def _check_loader(dataset, batch_size, shuffle, sampler, batch_sampler, collate_fn, drop_last):
+    "One clear error for `DataLoader` arguments that do not fit together or are of the wrong kind."
+    if isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, '__getitem__'):
+        raise TypeError(f"DataLoader: dataset must give items by index, ds[i] (e.g. a Dataset), got "
+                        f"{type(dataset).__name__}; for an IterableDataset use torch.utils.data.DataLoader")
+    _check_flag('DataLoader: shuffle', shuffle); _check_flag('DataLoader: drop_last', drop_last)
+    if collate_fn is not None and not callable(collate_fn):
+        raise TypeError(f"DataLoader: collate_fn must be a function, got {type(collate_fn).__name__}")
+    if batch_sampler is not None:
+        if batch_size != 1 or shuffle or sampler is not None or drop_last:
+            raise ValueError("DataLoader: batch_sampler already decides the batches; leave batch_size, "
+                             "shuffle, sampler and drop_last at their defaults")
+        if not hasattr(batch_sampler, '__iter__'):
+            raise TypeError(f"DataLoader: batch_sampler must be an iterable of index lists, "
+                            f"got {type(batch_sampler).__name__}")
+        return
+    check_int(batch_size, 'DataLoader: batch_size', lo=1)
+    if sampler is not None and shuffle:
+        raise ValueError("DataLoader: give either sampler or shuffle=True, not both "
+                         "(the sampler decides the order)")
 
 # %% ../nbs/03_minibatch_training.ipynb #b7b5ddaa
 def get_dls(train_ds, # training dataset: shuffled every epoch
@@ -161,8 +250,20 @@ def get_dls(train_ds, # training dataset: shuffled every epoch
             **kwargs, # passed on to both `torch.utils.data.DataLoader`s, e.g. `num_workers`, `collate_fn`
            )->tuple: # (train_dl, valid_dl)
     "Training and validation `torch.utils.data.DataLoader`s: shuffled with `bs`, in order with `2*bs`."
+    bs = check_int(bs, 'get_dls: bs', lo=1)
+    _check_dls_datasets(train_ds, valid_ds)
     return (torch.utils.data.DataLoader(train_ds, batch_size=bs, shuffle=True, **kwargs),
             torch.utils.data.DataLoader(valid_ds, batch_size=bs*2, shuffle=False, **kwargs))
+
+def _check_dls_datasets(train_ds, valid_ds):
+    "A clear error for datasets that would give a loader with no batches, or one that cannot shuffle."
+    if isinstance(train_ds, torch.utils.data.IterableDataset):
+        raise TypeError("get_dls: train_ds is an IterableDataset, which cannot be shuffled; "
+                        "make its torch.utils.data.DataLoader yourself")
+    for name, ds in (('train_ds', train_ds), ('valid_ds', valid_ds)):
+        if isinstance(ds, torch.utils.data.IterableDataset): continue
+        if _length(ds, f'get_dls: {name}') == 0:
+            raise ValueError(f"get_dls: {name} is empty; a loader over zero items has no batches")
 
 def _set_mode(model, training):
     "Put an `nn.Module` in training or evaluation mode; other models have no modes."
@@ -175,23 +276,67 @@ def fit(epochs:int, # passes over the training data
         train_dl, # yields batches `(x, ..., y)`: inputs first, targets last
         valid_dl, # the same, for validation
        )->list: # per epoch: (validation loss, validation accuracy)
-    "Train `model` for `epochs`, printing and returning validation loss and accuracy, averaged over items (batches weighted by size)."
-    if epochs < 0: raise ValueError(f"fit: epochs must be >= 0, got {epochs}")
+    "Train `model` for `epochs`, printing and returning validation loss and accuracy, averaged over items."
+    epochs = _check_fit(epochs, model, loss_func, opt, train_dl, valid_dl)
     hist = []
-    for epoch in range(epochs):
-        _set_mode(model, True)
-        for *xb, yb in train_dl:
-            loss = loss_func(model(*xb), yb)
-            loss.backward(); opt.step(); opt.zero_grad()
-        _set_mode(model, False)
-        tot_loss, tot_acc, count = 0., 0., 0
-        with torch.no_grad():
-            for *xb, yb in valid_dl:
-                preds, n = model(*xb), len(yb)       # n: true batch size (the last batch may be smaller)
-                tot_loss += loss_func(preds, yb).item() * n
-                tot_acc += accuracy(preds, yb).item() * n
-                count += n
-        if count == 0: raise ValueError("fit: valid_dl gave no items; it needs at least one batch to measure loss and accuracy")
-        hist.append((tot_loss/count, tot_acc/count))
-        print(f"epoch {epoch+1}/{epochs}: valid loss {tot_loss/count:.4f}, accuracy {tot_acc/count:.4f}")
+    with _modes_kept(model):
+        for epoch in range(epochs):
+            _set_mode(model, True)
+            for xb, yb in _batches(train_dl, 'train_dl'):
+                loss = _scalar(loss_func(model(*xb), yb))
+                loss.backward(); opt.step(); opt.zero_grad()
+            _set_mode(model, False)
+            tot_loss, tot_acc, count = 0., 0., 0
+            with torch.no_grad():
+                for xb, yb in _batches(valid_dl, 'valid_dl'):
+                    preds, n = model(*xb), len(yb)       # n: true batch size (the last batch may be smaller)
+                    tot_loss += _scalar(loss_func(preds, yb)).item() * n
+                    tot_acc += accuracy(preds, yb).item() * n
+                    count += n
+            if count == 0: raise ValueError("fit: valid_dl gave no items; it needs at least one batch to "
+                                            "measure loss and accuracy")
+            hist.append((tot_loss/count, tot_acc/count))
+            print(f"epoch {epoch+1}/{epochs}: valid loss {tot_loss/count:.4f}, accuracy {tot_acc/count:.4f}")
     return hist
+
+def _check_fit(epochs, model, loss_func, opt, train_dl, valid_dl)->int:
+    "`epochs` checked, and a clear error now (not after an epoch of training) for arguments that cannot work."
+    epochs = check_int(epochs, 'fit: epochs', lo=0)
+    for name, f in (('model', model), ('loss_func', loss_func)):
+        if not callable(f): raise TypeError(f"fit: {name} must be callable, got {type(f).__name__}")
+    if not all(callable(getattr(opt, m, None)) for m in ('step', 'zero_grad')):
+        raise TypeError(f"fit: opt must have step() and zero_grad(), e.g. Optimizer(model.parameters()); "
+                        f"got {type(opt).__name__}")
+    for name, dl in (('train_dl', train_dl), ('valid_dl', valid_dl)):
+        if not hasattr(dl, '__iter__'):
+            raise TypeError(f"fit: {name} must be iterable (a DataLoader), got {type(dl).__name__}")
+        if isinstance(dl, Iterator) and epochs > 1:
+            raise TypeError(f"fit: {name} is an iterator ({type(dl).__name__}), which runs dry after one "
+                            "epoch; give a DataLoader or a list of batches")
+    return epochs
+
+def _batches(dl, name:str):
+    "Each batch of `dl` as (inputs, target), or a clear error for a batch that is not a tuple (x, ..., y)."
+    for b in dl:
+        if not isinstance(b, (tuple, list)) or len(b) < 2:
+            size = f' of length {len(b)}' if isinstance(b, (tuple, list)) else ''
+            raise TypeError(f"fit: each batch of {name} must be a tuple (inputs..., target), "
+                            f"got {type(b).__name__}{size}")
+        yield b[:-1], b[-1]
+
+def _scalar(loss):
+    "`loss` if it is one number (the mean over the batch), else a clear error."
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"fit: loss_func must return a tensor, got {type(loss).__name__}")
+    if loss.numel() != 1:
+        raise ValueError(f"fit: loss_func must return one number (the mean loss of the batch), got shape "
+                         f"{tuple(loss.shape)}")
+    return loss
+
+@contextmanager
+def _modes_kept(model):
+    "Put every part of `model` back in the train/eval mode it had, however the block ends."
+    saved = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
+    try: yield
+    finally:
+        for m, training in saved: m.training = training

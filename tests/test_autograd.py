@@ -164,3 +164,148 @@ def test_inputs_and_topo():
     order = d.topo()
     assert order[-1] is d and len(order) == 4 and set(map(id, order)) == {id(a), id(b), id(c), id(d)}
     assert order.index(c) > order.index(a) and order.index(c) > order.index(b) and order.index(d) > order.index(c)
+
+
+# --- deep graphs, powers at 0, reductions over several dimensions, dtypes, bad input -----------------------------
+
+@pytest.mark.parametrize('steps', [1500, 5000, 20000])
+def test_long_chain_no_recursion_error(steps):
+    "A chain as deep as `steps` (two operations a step): topo and backward need no recursion; the gradient matches torch."
+    x, t = Value(torch.tensor([0.5, -1.], dtype=F64)), torch.tensor([0.5, -1.], dtype=F64, requires_grad=True)
+    y, r = x, t
+    for _ in range(steps): y, r = y * 1.00001 + 0.001, r * 1.00001 + 0.001
+    assert len(y.topo()) == 2*steps + 1 + 2*steps         # every result, x, and the two constants of every step
+    y.sum().backward(); r.sum().backward()
+    assert_close(y.data, r.detach()); assert_close(x.grad, t.grad)
+
+def test_wide_and_deep_graph_matches_torch():
+    "Many paths between the same nodes (each step uses the previous two): grads add up over every path."
+    gen = torch.Generator().manual_seed(0)
+    a = rand((3,), gen)
+    def f(x):
+        p, q = x, x * 0.5
+        for _ in range(1500): p, q = q, (p * 0.3 + q * 0.7) * 1.0
+        return (p * q).sum()
+    check(f, [a])
+
+def test_topo_order_same_as_recursive_definition():
+    "The iterative walk gives exactly the order of the textbook recursive one."
+    def recursive(root):
+        order, seen = [], set()
+        def visit(v):
+            if v in seen: return
+            seen.add(v)
+            for p in v._parents: visit(p)
+            order.append(v)
+        visit(root)
+        return order
+    gen = torch.Generator().manual_seed(3)
+    a, b, c = (Value(rand((2, 2), gen)) for _ in range(3))
+    out = ((a @ b + c).relu() * a - b / c).exp().log().sum(0) * a.mean()
+    assert recursive(out) == out.topo()
+
+POWERS = [0, 0., 1, 2, 3, -1, -2, 0.5, 1.5, 2.5, -0.5]
+
+@pytest.mark.parametrize('n', POWERS)
+def test_powers_at_zero_and_negative_match_torch(n):
+    "x**n at x = 0 (and at negative x where defined), values and gradients equal to torch's, inf and NaN included."
+    x = torch.tensor([0., -0., 1.5, -2., 3.], dtype=F64)
+    if not float(n).is_integer(): x = x.abs()               # a fractional power of a negative number is NaN anyway
+    check(lambda v: v**n, [x])
+    v = Value(x); (v**n).sum().backward()
+    if n == 0: assert torch.equal(v.grad, torch.zeros_like(x))   # flat everywhere, at 0 too (not NaN)
+
+def test_power_exponent_types():
+    import numpy as np
+    x = Value(torch.tensor([2.]))
+    for n in (np.float32(2), np.int64(2), 2.0):
+        (x**n).sum().backward()
+    assert_close(x.grad, torch.tensor([12.]))
+    for bad in (True, '2', None, torch.tensor(2.), Value(2.)):
+        with pytest.raises(TypeError, match='exponent must be a number'): x**bad
+
+DIMS = [None, 0, 1, -1, -2, (0, 1), (1, 0), (-1, 0), (0, 2), (2, -3), [1, 2], (0, 1, 2), (), 2]
+
+@pytest.mark.parametrize('keepdim', [False, True])
+@pytest.mark.parametrize('dim', DIMS, ids=str)
+@pytest.mark.parametrize('op', ['sum', 'mean'])
+def test_reductions_over_any_dims_match_torch(op, dim, keepdim):
+    gen = torch.Generator().manual_seed(0)
+    kw = {} if dim is None and not keepdim else dict(dim=dim, keepdim=keepdim)
+    check(lambda a: getattr(a, op)(**kw) * 2, [rand((2, 3, 4), gen)])
+
+@pytest.mark.parametrize('op', ['sum', 'mean'])
+def test_reductions_of_scalars_and_empty_tensors_match_torch(op):
+    gen = torch.Generator().manual_seed(0)
+    for dim in (None, 0, -1, (0,), ()):
+        kw = {} if dim is None else dict(dim=dim)
+        check(lambda a: getattr(a, op)(**kw), [rand((), gen)])
+        check(lambda a: getattr(a, op)(**kw, keepdim=True) if dim is not None else getattr(a, op)(), [rand((), gen)])
+    for shape, dim in (((0, 3), 0), ((0, 3), 1), ((3, 0), (0, 1)), ((0,), None)):
+        kw = {} if dim is None else dict(dim=dim)
+        vs, ts = Value(torch.zeros(shape, dtype=F64)), torch.zeros(shape, dtype=F64, requires_grad=True)
+        out, ref = getattr(vs, op)(**kw), getattr(ts, op)(**kw)
+        assert out.shape == ref.shape
+        assert_close(out.data, ref.detach(), equal_nan=True)
+        out.backward(torch.ones(ref.shape, dtype=F64)); ref.backward(torch.ones(ref.shape, dtype=F64))
+        assert vs.grad.shape == ts.grad.shape and torch.equal(vs.grad, ts.grad)
+
+@pytest.mark.parametrize('op', ['sum', 'mean'])
+def test_reduction_errors(op):
+    x = Value(torch.ones(2, 3))
+    f = getattr(x, op)
+    for bad in (2, -3, (0, 2), 5):
+        with pytest.raises(ValueError, match=rf'{op}: dim .* is out of range for a tensor with 2 dimensions \(use -2 to 1\)'):
+            f(bad)
+    for bad in ((0, 0), (1, -1), [0, -2]):
+        with pytest.raises(ValueError, match=rf'{op}: dim .* names the same dimension twice'): f(bad)
+    for bad in (1.0, True, '0', (0, 1.0), (None,)):
+        with pytest.raises(TypeError, match=rf'{op}: dim must be an int or a tuple of ints'): f(bad)
+    with pytest.raises(TypeError, match=rf'{op}: keepdim must be True or False'): f(0, keepdim=1)
+    with pytest.raises(ValueError, match='same dimension twice'): getattr(Value(2.), op)((0, -1))
+
+def test_broadcasting_in_backward_many_shapes():
+    "Every broadcasting pattern in +, *, / and -, through several operations, against torch."
+    shapes = [((2, 3, 4), (4,)), ((2, 3, 4), (3, 1)), ((2, 1, 4), (3, 1)), ((1,), (2, 3)), ((), (2, 3)),
+              ((5, 1, 1), (1, 2, 1)), ((1, 1), (1,)), ((2, 1, 3, 1), (4, 1, 5))]
+    gen = torch.Generator().manual_seed(4)
+    for sa, sb in shapes:
+        a, b = rand(sa, gen), rand(sb, gen, 'nonzero')
+        check(lambda a, b: ((a + b) * a - b / (a * 0 + 2) + a / b).sum(), [a, b])
+
+def test_dtypes_follow_torch():
+    "float64 stays float64; a number keeps our dtype; a float64 tensor widens a float32 Value, as in torch."
+    a32, a64 = torch.randn(3, dtype=torch.float32), torch.randn(3, dtype=F64)
+    for x, o in ((a32, 2), (a32, a64), (a64, a32), (a64, 2.5), (a32, torch.tensor([1, 2, 3]))):
+        v, t = Value(x), x.clone().requires_grad_()
+        out, ref = v * o + o, t * o + o
+        assert out.data.dtype == ref.dtype, (x.dtype, o)
+        out.sum().backward(); ref.sum().backward()
+        assert v.grad.dtype == t.grad.dtype == x.dtype
+        assert_close(v.grad, t.grad)
+
+def test_bad_data_and_gradients():
+    for bad in ([[1, 2], [3]], 'abc', None, {'a': 1}, object()):
+        with pytest.raises(TypeError, match='Value: expected a tensor, a number or a nested list'): Value(bad)
+    with pytest.raises(TypeError, match='complex numbers are not supported'): Value(torch.ones(2, dtype=torch.complex64))
+    with pytest.raises(TypeError, match='Value: expected a tensor'): Value(torch.ones(2)) + 'x'
+    v = Value(torch.ones(2, 2)) * 3
+    v.backward([[1., 0.], [0., 1.]])                        # a nested list is a fine gradient
+    with pytest.raises(ValueError, match=r'gradient has shape \(3,\) but the Value has shape \(2, 2\)'): v.backward([1., 2., 3.])
+    with pytest.raises(TypeError, match='Value: expected a tensor'): v.backward('ones')
+
+def test_unbroadcast_rejects_shapes_that_cannot_have_broadcast():
+    for g, shape in (((3, 4), (5,)), ((3, 4), (3,)), ((4,), (2, 4)), ((3, 4), (3, 4, 1))):
+        with pytest.raises(ValueError, match=r'unbroadcast: a gradient of shape .* cannot come from broadcasting'):
+            unbroadcast(torch.ones(g), shape)
+
+def test_dims_given_as_numpy_or_tensor_ints():
+    import numpy as np
+    gen = torch.Generator().manual_seed(0)
+    for dim, plain in ((np.int64(1), 1), ((np.int32(0), -1), (0, -1)), (torch.tensor(1), 1)):
+        a = rand((2, 3), gen)
+        v = Value(a); out = v.sum(dim) + v.mean(dim)
+        t = a.clone().requires_grad_(); ref = t.sum(plain) + t.mean(plain)
+        assert_close(out.data, ref.detach())
+        out.sum().backward(); ref.sum().backward()
+        assert_close(v.grad, t.grad)

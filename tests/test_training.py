@@ -130,7 +130,7 @@ def test_samplers_and_dataloader_options():
     # our batch sampler and collate drive torch's DataLoader
     tdl = torch.utils.data.DataLoader(idx_ds(6), batch_sampler=BatchSampler(Sampler(range(6)), 4), collate_fn=collate)
     assert seen(tdl) == [[0, 1, 2, 3], [4, 5]]
-    with pytest.raises(ValueError, match="bs must be a positive integer"): BatchSampler(range(5), 0)
+    with pytest.raises(ValueError, match="BatchSampler: bs must be an integer >= 1"): BatchSampler(range(5), 0)
     with pytest.raises(ValueError, match="batch_sampler already decides"): DataLoader(idx_ds(6), 4, batch_sampler=[[0]])
     with pytest.raises(ValueError, match="either sampler or shuffle"): DataLoader(idx_ds(6), 2, True, sampler=range(6))
 
@@ -154,7 +154,7 @@ def test_optimizer_skips_params_without_grad_and_checks_input():
     assert_close(a.detach(), torch.zeros(3)); assert_close(b.detach(), torch.ones(3))
     m = nn.Linear(2, 2); gen = m.parameters(); list(gen)
     with pytest.raises(ValueError, match="got no parameters"): Optimizer(gen)
-    with pytest.raises(ValueError, match="lr must be >= 0"): Optimizer(m.parameters(), lr=-1)
+    with pytest.raises(ValueError, match="Optimizer: lr must be a number >= 0"): Optimizer(m.parameters(), lr=-1)
 
 class TwoInputs(nn.Module):
     "Scores from two inputs; with fixed weights, so fit's metrics can be computed by hand."
@@ -193,7 +193,7 @@ def test_fit_trains_and_is_reproducible():
 def test_fit_errors():
     model = nn.Linear(2, 3)
     with pytest.raises(ValueError, match="valid_dl gave no items"): fit(1, model, cross_entropy, Optimizer(model.parameters()), [], [])
-    with pytest.raises(ValueError, match="epochs must be >= 0"): fit(-1, model, cross_entropy, Optimizer(model.parameters()), [], [])
+    with pytest.raises(ValueError, match="fit: epochs must be an integer >= 0"): fit(-1, model, cross_entropy, Optimizer(model.parameters()), [], [])
 
 def test_get_dls():
     train_ds, valid_ds = idx_ds(50), idx_ds(30)
@@ -204,3 +204,165 @@ def test_get_dls():
     assert seen(valid_dl) == [list(range(16)), list(range(16, 30))]
     ep = sum(seen(train_dl), [])
     assert sorted(ep) == list(range(50)) and ep != list(range(50))
+
+
+# --- bad input: one clear error; empty loaders; sizes; modes restored ------------------------------------------
+
+def test_logsumexp_edge_cases_match_torch():
+    for shape in ((3, 0), (0,), (2, 0, 0)):
+        x = torch.randn(shape)
+        assert_close(logsumexp(x), torch.logsumexp(x, -1))
+        assert_close(log_softmax(x), F.log_softmax(x, -1))
+    xi = torch.tensor([[1, 2, 3]])
+    assert_close(logsumexp(xi), torch.logsumexp(xi.float(), -1))
+    with pytest.raises(TypeError, match='logsumexp: expected a tensor of scores, got list'): logsumexp([1., 2.])
+    with pytest.raises(TypeError, match='logsumexp: expected a tensor'): log_softmax(None)
+    with pytest.raises(ValueError, match='logsumexp: got a 0-d tensor'): logsumexp(torch.tensor(1.))
+
+@pytest.mark.parametrize('f', [cross_entropy, nll, accuracy])
+def test_classification_rejects_empty_batches_and_non_tensors(f):
+    with pytest.raises(ValueError, match=rf'{f.__name__}: got an empty batch \(0 rows\)'):
+        f(torch.randn(0, 3), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(TypeError, match=rf'{f.__name__}: input must be a tensor, not list'): f([[0., 1.]], torch.tensor([1]))
+    with pytest.raises(TypeError, match=rf'{f.__name__}: target must be a tensor, not list'): f(torch.randn(1, 2), [1])
+    with pytest.raises(TypeError, match='integer class indices.*bool'): f(torch.randn(2, 2), torch.tensor([True, False]))
+
+def test_optimizer_bad_params_and_lr():
+    w = torch.ones(3, requires_grad=True)
+    for bad in (w, None, 3):
+        with pytest.raises(TypeError, match=r'Optimizer: params must be an iterable of tensors'): Optimizer(bad)
+    with pytest.raises(TypeError, match='every parameter must be a tensor'): Optimizer([w, 1.0])
+    with pytest.raises(ValueError, match='appears more than once'): Optimizer([w, w])
+    for bad, err in ((float('nan'), ValueError), (float('inf'), ValueError), ('0.1', TypeError), (None, TypeError),
+                     (True, TypeError), (-1e-9, ValueError)):
+        with pytest.raises(err, match='Optimizer: lr must be'): Optimizer([w], lr=bad)
+    assert Optimizer([w], lr=0).lr == 0 and Optimizer([w], lr=torch.tensor(0.1)).lr == pytest.approx(0.1)
+
+def test_dataset_and_sampler_bad_input():
+    for x, y in ((3, [1]), ([1], None), (torch.tensor(1.), torch.tensor(2.))):
+        with pytest.raises(TypeError, match='Dataset: [xy] must have a length'): Dataset(x, y)
+    with pytest.raises(TypeError, match='Sampler: ds must have a length'): Sampler(5)
+    for bad in ('yes', 1, None):
+        with pytest.raises(TypeError, match='Sampler: shuffle must be True or False'): Sampler(range(3), shuffle=bad)
+
+@pytest.mark.parametrize('bs,err', [(0, ValueError), (-2, ValueError), (2.0, TypeError), (True, TypeError),
+                                    ('4', TypeError), (None, TypeError)])
+def test_batch_sizes_checked_everywhere(bs, err):
+    ds = idx_ds(10)
+    with pytest.raises(err, match='BatchSampler: bs must be an integer >= 1'): BatchSampler(range(10), bs)
+    with pytest.raises(err, match='DataLoader: batch_size must be an integer >= 1'): DataLoader(ds, bs)
+    with pytest.raises(err, match='get_dls: bs must be an integer >= 1'): get_dls(ds, ds, bs)
+
+def test_batch_sampler_bad_input():
+    with pytest.raises(TypeError, match='sampler must be an iterable of indices'): BatchSampler(5, 2)
+    with pytest.raises(TypeError, match='drop_last must be True or False'): BatchSampler(range(4), 2, drop_last='no')
+    bsmp = BatchSampler((i for i in range(5)), 2)
+    with pytest.raises(TypeError, match='BatchSampler: for len\\(\\), the sampler must have a length'): len(bsmp)
+    assert list(bsmp) == [[0, 1], [2, 3], [4]]     # iterating a generator sampler still works
+
+@pytest.mark.parametrize('drop_last', [False, True])
+@pytest.mark.parametrize('shuffle', [False, True])
+def test_loader_over_zero_items_yields_nothing(shuffle, drop_last):
+    "An empty dataset (or sampler) gives a loader of length 0 that yields no batch at all, not one empty batch."
+    dl = DataLoader(idx_ds(0), 4, shuffle, drop_last=drop_last)
+    assert len(dl) == 0 and list(dl) == []
+    dl = DataLoader(idx_ds(5), 4, sampler=[], drop_last=drop_last)
+    assert len(dl) == 0 and list(dl) == []
+    assert list(BatchSampler(Sampler(range(0), shuffle), 3, drop_last)) == []
+    dl = DataLoader(idx_ds(3), 4, drop_last=True)                     # fewer items than a batch, dropped
+    assert len(dl) == 0 and list(dl) == []
+    with pytest.raises(ValueError, match='collate: got an empty batch'): list(DataLoader(idx_ds(3), batch_sampler=[[]]))
+
+def test_get_dls_refuses_empty_or_unshufflable_datasets():
+    ds = idx_ds(8)
+    with pytest.raises(ValueError, match='get_dls: train_ds is empty'): get_dls(idx_ds(0), ds, 4)
+    with pytest.raises(ValueError, match='get_dls: valid_ds is empty'): get_dls(ds, idx_ds(0), 4)
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self): return iter([(torch.ones(2), 0)] * 3)
+    with pytest.raises(TypeError, match='get_dls: train_ds is an IterableDataset, which cannot be shuffled'):
+        get_dls(Stream(), ds, 4)
+    _, vdl = get_dls(ds, Stream(), 4)                                  # a stream is fine for validation
+    assert [len(y) for _, y in vdl] == [3]
+    with pytest.raises(TypeError, match='get_dls: train_ds must have a length'): get_dls(5, ds, 4)
+
+def test_collate_bad_items():
+    with pytest.raises(TypeError, match=r'collate: each item must be a tuple like \(x, y\), got Tensor'):
+        collate([torch.ones(2), torch.ones(2)])
+    with pytest.raises(ValueError, match=r'different numbers of fields \[1, 2\]'): collate([(1, 2), (3,)])
+    with pytest.raises(ValueError, match=r'collate: field 0 of the items cannot be stacked.*same shape'):
+        collate([(torch.ones(2), 0), (torch.ones(3), 1)])
+    with pytest.raises(TypeError, match=r'collate: field 1 of an item is not a tensor or a number'):
+        collate([(torch.ones(2), 'cat'), (torch.ones(2), 'dog')])
+
+def test_dataloader_bad_arguments():
+    ds = idx_ds(6)
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self): return iter([])
+    for bad in (Stream(), 5, None):
+        with pytest.raises(TypeError, match=r'DataLoader: dataset must give items by index'): DataLoader(bad, 2)
+    with pytest.raises(TypeError, match='DataLoader: shuffle must be True or False'): DataLoader(ds, 2, 'yes')
+    with pytest.raises(TypeError, match='DataLoader: drop_last must be True or False'): DataLoader(ds, 2, drop_last=1)
+    with pytest.raises(TypeError, match='collate_fn must be a function'): DataLoader(ds, 2, collate_fn='stack')
+    with pytest.raises(TypeError, match='batch_sampler must be an iterable of index lists'): DataLoader(ds, batch_sampler=3)
+    with pytest.raises(TypeError, match='BatchSampler: sampler must be an iterable'): DataLoader(ds, 2, sampler=7)
+
+def _fit_args(n=12):
+    torch.manual_seed(0)
+    ds = Dataset(torch.randn(n, 2), torch.randint(0, 3, (n,)))
+    model = nn.Sequential(nn.Linear(2, 3), nn.Dropout(0.1))
+    return model, cross_entropy, Optimizer(model.parameters(), lr=0.1), DataLoader(ds, 4), DataLoader(ds, 4)
+
+@pytest.mark.parametrize('epochs,err', [(-1, ValueError), (1.5, TypeError), (2.0, TypeError), (True, TypeError),
+                                        ('3', TypeError), (None, TypeError)])
+def test_fit_epochs_checked(epochs, err):
+    with pytest.raises(err, match='fit: epochs must be an integer >= 0'): fit(epochs, *_fit_args())
+
+def test_fit_zero_epochs_and_bad_arguments():
+    model, loss, opt, tdl, vdl = _fit_args()
+    before = [p.detach().clone() for p in model.parameters()]
+    assert fit(0, model, loss, opt, tdl, vdl) == []
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    with pytest.raises(TypeError, match='fit: model must be callable'): fit(1, 'model', loss, opt, tdl, vdl)
+    with pytest.raises(TypeError, match='fit: loss_func must be callable'): fit(1, model, None, opt, tdl, vdl)
+    with pytest.raises(TypeError, match=r'fit: opt must have step\(\) and zero_grad\(\)'): fit(1, model, loss, 0.1, tdl, vdl)
+    with pytest.raises(TypeError, match='fit: train_dl must be iterable'): fit(1, model, loss, opt, 5, vdl)
+    with pytest.raises(TypeError, match='fit: valid_dl is an iterator .* runs dry after one epoch'):
+        fit(2, model, loss, opt, tdl, iter(list(vdl)))
+    assert len(fit(1, model, loss, opt, iter(list(tdl)), iter(list(vdl)))) == 1   # one epoch: an iterator is fine
+
+def test_fit_rejects_batches_that_are_not_pairs_and_non_scalar_losses():
+    model, loss, opt, tdl, vdl = _fit_args()
+    with pytest.raises(TypeError, match=r'fit: each batch of train_dl must be a tuple \(inputs..., target\), got Tensor'):
+        fit(1, model, loss, opt, [torch.randn(4, 2)], vdl)
+    with pytest.raises(TypeError, match=r'each batch of valid_dl .* got tuple of length 1'):
+        fit(1, model, loss, opt, [], [(torch.randn(4, 2),)])
+    per_item = lambda p, y: F.cross_entropy(p, y, reduction='none')
+    with pytest.raises(ValueError, match=r'fit: loss_func must return one number .* got shape \(4,\)'):
+        fit(1, model, per_item, opt, tdl, vdl)
+    with pytest.raises(TypeError, match='fit: loss_func must return a tensor, got float'):
+        fit(1, model, lambda p, y: 1.0, opt, tdl, vdl)
+    with pytest.raises(ValueError, match='fit: valid_dl gave no items'): fit(1, model, loss, opt, tdl, DataLoader(idx_ds(0), 4))
+
+@pytest.mark.parametrize('start', ['train', 'eval', 'mixed'])
+def test_fit_restores_every_module_mode(start):
+    "Whatever mode the model and its parts were in, fit leaves them so: after a normal return and after an error."
+    model, loss, opt, tdl, vdl = _fit_args()
+    model.train(start != 'eval')
+    if start == 'mixed': model[1].eval()
+    modes = [m.training for m in model.modules()]
+    fit(1, model, loss, opt, tdl, vdl)
+    assert [m.training for m in model.modules()] == modes
+    def failing(p, y):
+        if not model.training: raise RuntimeError('boom in validation')
+        return cross_entropy(p, y)
+    with pytest.raises(RuntimeError, match='boom'): fit(1, model, failing, opt, tdl, vdl)
+    assert [m.training for m in model.modules()] == modes
+
+@pytest.mark.parametrize('dtype', [torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64])
+def test_any_integer_target_dtype_matches_torch(dtype):
+    "A uint8 index would be read as a mask and int8/int16 are refused as indices: every integer dtype works."
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 4, generator=g), torch.tensor([1, 0, 3, 2, 2, 0])
+    assert_close(cross_entropy(x, y.to(dtype)), F.cross_entropy(x, y))
+    assert_close(nll(F.log_softmax(x, -1), y.to(dtype)), F.nll_loss(F.log_softmax(x, -1), y))
+    assert accuracy(x, y.to(dtype)).item() == accuracy(x, y).item()
