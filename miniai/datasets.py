@@ -19,11 +19,12 @@ __all__ = ['FASHION_MEAN', 'FASHION_STD', 'show_image', 'subplots', 'get_grid', 
 
 # %% ../nbs/04_datasets.ipynb #5c1f0a02
 def _whole(name:str, v, lo:int=1, hi:int=None)->int:
-    "`v` as an int if it is a whole number from `lo` to `hi` (not a bool), else one clear error naming `name`."
+    "`v` as an int if it is a whole number from `lo` to `hi` (not a bool), else one clear error."
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be a whole number, got {type(v).__name__} {v!r}")
     if v < lo or (hi is not None and v > hi):
-        raise ValueError(f"{name} must be {f'from {lo:,} to {hi:,}' if hi is not None else f'at least {lo:,}'}, got {v:,}")
+        raise ValueError(f"{name} must be "
+                         f"{f'from {lo:,} to {hi:,}' if hi is not None else f'at least {lo:,}'}, got {v:,}")
     return int(v)
 
 def _seed(name:str, seed)->int|None:
@@ -91,7 +92,8 @@ def get_grid(n:int, # number of axes wanted
         nrows = int(math.sqrt(n))
         ncols = math.ceil(n/nrows)
     if nrows*ncols < n:
-        raise ValueError(f"get_grid: {nrows} rows x {ncols} columns cannot hold {n} images; give fewer images or a bigger grid")
+        raise ValueError(f"get_grid: {nrows} rows x {ncols} columns cannot hold {n} images; give fewer "
+                         "images or a bigger grid")
     fig, axs = subplots(nrows, ncols, **kwargs)
     axs = axs.reshape(-1)
     for ax in axs[n:]: ax.set_axis_off()
@@ -103,12 +105,13 @@ def show_images(ims, # images: a (N, ...) tensor or a list, each as `show_image`
                 nrows:int=None, # rows of the grid; chosen from the number of images if None
                 ncols:int=None, # columns of the grid
                 titles:list=None, # one title per image, or None
-                **kwargs, # `cmap`, `vmin`, `vmax`, `norm`, `interpolation`, `alpha` go to `imshow`; the rest to `get_grid`
+                **kwargs, # cmap, vmin, vmax, norm, interpolation, alpha go to imshow; others to `get_grid`
                ):
     "Show images in a near-square grid, with optional titles."
     if len(ims) == 0: raise ValueError("show_images: got no images to show")
     if titles is not None and len(titles) != len(ims):
-        raise ValueError(f"show_images: got {len(ims)} images but {len(titles)} titles; give one title per image (or none)")
+        raise ValueError(f"show_images: got {len(ims)} images but {len(titles)} titles; give one title per "
+                         "image (or none)")
     im_kw = {k: kwargs.pop(k) for k in ('cmap', 'vmin', 'vmax', 'norm', 'interpolation', 'alpha') if k in kwargs}
     _, axs = get_grid(len(ims), nrows, ncols, **kwargs)
     for i, (im, ax) in enumerate(zip(ims, axs)): show_image(im, ax=ax, title=None if titles is None else titles[i], **im_kw)
@@ -119,9 +122,11 @@ FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # measured on the 60,000 training im
 def to_float(x:Tensor, # uint8 pixels 0..255, any shape
             )->Tensor: # float32 in [0, 1], same shape
     "Scale bytes to float32 in [0, 1]."
-    if not isinstance(x, Tensor): raise TypeError(f"to_float: expected a uint8 tensor of pixels, got {type(x).__name__}")
+    if not isinstance(x, Tensor): raise TypeError(f"to_float: expected a uint8 tensor of pixels, got "
+                                                  f"{type(x).__name__}")
     if x.dtype != torch.uint8:
-        raise TypeError(f"to_float: expected uint8 pixels (0-255), got {x.dtype}; floats are probably already scaled")
+        raise TypeError(f"to_float: expected uint8 pixels (0-255), got {x.dtype}; floats are probably "
+                        "already scaled")
     return x.float().div_(255)
 
 def normalize(x:Tensor, # float pixels, any shape
@@ -145,7 +150,8 @@ class IndexBatches:
                 ):
         n, bs = _whole('IndexBatches: n (the number of items)', n, lo=0), _whole('IndexBatches: bs', bs)
         if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"IndexBatches: generator must be a torch.Generator or None, got {type(generator).__name__}")
+            raise TypeError(f"IndexBatches: generator must be a torch.Generator or None, got "
+                            f"{type(generator).__name__}")
         self.n, self.bs, self.shuffle, self.drop_last, self.generator = n, bs, shuffle, drop_last, generator
     def __len__(self): return self.n//self.bs if self.drop_last else math.ceil(self.n/self.bs)
     def __iter__(self):
@@ -163,8 +169,10 @@ class BatchDataset:
                  tfm=None, # callable applied to each batch of inputs, e.g. `to_float` then `normalize`
                 ):
         if len(x) != len(y):
-            raise ValueError(f"BatchDataset: x has {len(x)} items but y has {len(y)}; they must have one target per input")
-        if tfm is not None and not callable(tfm): raise TypeError(f"BatchDataset: tfm must be callable, got {type(tfm).__name__}")
+            raise ValueError(f"BatchDataset: x has {len(x)} items but y has {len(y)}; they must have one "
+                             "target per input")
+        if tfm is not None and not callable(tfm): raise TypeError(f"BatchDataset: tfm must be callable, got "
+                                                                  f"{type(tfm).__name__}")
         self.x, self.y, self.tfm = x, y, tfm
     def __len__(self): return len(self.x)
     def __getitem__(self, idxs):
@@ -180,7 +188,8 @@ def batch_loader(ds, # a `BatchDataset` (anything whose `__getitem__` takes a te
                  generator:torch.Generator=None, # random source for the shuffle
                 )->torch.utils.data.DataLoader:
     "A torch `DataLoader` whose batches are made by indexing `ds` with a tensor of indices at once (no per-item collate)."
-    if not hasattr(ds, '__len__'): raise TypeError(f"batch_loader: ds must have a length (a BatchDataset), got {type(ds).__name__}")
+    if not hasattr(ds, '__len__'): raise TypeError(f"batch_loader: ds must have a length (a BatchDataset), "
+                                                   f"got {type(ds).__name__}")
     return torch.utils.data.DataLoader(ds, batch_size=None, sampler=IndexBatches(len(ds), bs, shuffle, drop_last, generator),
                                        num_workers=_whole('batch_loader: num_workers', num_workers, lo=0))
 
@@ -195,10 +204,11 @@ def _loader(name:str, dl):
     "`dl` if it can be iterated once per epoch, else one clear error."
     if dl is None: return dl
     if isinstance(dl, Iterator):
-        raise TypeError(f"DataLoaders: {name} is an iterator ({type(dl).__name__}), which is used up after one pass; "
+        raise TypeError(f"DataLoaders: {name} is an iterator ({type(dl).__name__}), used up after one pass; "
                         f"give a list of batches or a DataLoader")
     if not hasattr(dl, '__iter__'):
-        raise TypeError(f"DataLoaders: {name} must be an iterable of batches (a DataLoader or a list), got {type(dl).__name__}")
+        raise TypeError(f"DataLoaders: {name} must be an iterable of batches (a DataLoader or a list), got "
+                        f"{type(dl).__name__}")
     return dl
 
 class DataLoaders:
@@ -223,11 +233,13 @@ class DataLoaders:
         bs, num_workers = _whole('DataLoaders: bs', bs), _whole('DataLoaders: num_workers', num_workers, lo=0)
         seed = _seed('DataLoaders: seed', seed)
         for name, ds in (('train_ds', train_ds), ('valid_ds', valid_ds)):
-            if hasattr(ds, '__len__') and len(ds) == 0: raise ValueError(f"DataLoaders.from_datasets: {name} has no items")
+            if hasattr(ds, '__len__') and len(ds) == 0: raise ValueError(f"DataLoaders.from_datasets: {name} "
+                                                                         "has no items")
         gen = None if seed is None else torch.Generator().manual_seed(seed)
         if batched:
             if kwargs:
-                raise TypeError(f"DataLoaders.from_datasets: {sorted(kwargs)} only apply to per-item datasets (batched=False)")
+                raise TypeError(f"DataLoaders.from_datasets: {sorted(kwargs)} only apply to per-item "
+                                "datasets (batched=False)")
             return cls(batch_loader(train_ds, bs, shuffle=True, num_workers=num_workers, generator=gen),
                        batch_loader(valid_ds, 2*bs, shuffle=False, num_workers=num_workers))
         return cls(torch.utils.data.DataLoader(train_ds, bs, shuffle=True, num_workers=num_workers, generator=gen, **kwargs),
@@ -239,14 +251,16 @@ class DataLoaders:
         if dl is None: raise ValueError("DataLoaders.one_batch: there is no validation loader")
         try: return next(iter(dl))
         except StopIteration:
-            raise ValueError(f"DataLoaders.one_batch: the {'validation' if valid else 'training'} loader gave no batches") from None
+            raise ValueError(f"DataLoaders.one_batch: the {'validation' if valid else 'training'} loader "
+                             "gave no batches") from None
 
     def __repr__(self):
         def n(dl):
             if dl is None: return 'none'
             k = loader_len(dl)
             ds = getattr(dl, 'dataset', None)
-            return ('? batches' if k is None else f"{k} batches") + (f" of {len(ds):,} items" if loader_len(ds) is not None else '')
+            items = f" of {len(ds):,} items" if loader_len(ds) is not None else ''
+            return ('? batches' if k is None else f"{k} batches") + items
         return f"DataLoaders(train: {n(self.train)}, valid: {n(self.valid)})"
 
 # %% ../nbs/04_datasets.ipynb #6ab75008
@@ -259,7 +273,8 @@ class Compose:
     "Apply callables in order: `Compose(f, g)(x) == g(f(x))`; `None`s are skipped."
     def __init__(self, *fs): # the callables, first applied first
         if bad := [f for f in fs if f is not None and not callable(f)]:
-            raise TypeError(f"Compose: every step must be callable (or None), got {', '.join(type(f).__name__ for f in bad)}")
+            raise TypeError(f"Compose: every step must be callable (or None), got "
+                            f"{', '.join(type(f).__name__ for f in bad)}")
         self.fs = [f for f in fs if f is not None]
     def __call__(self, x):
         for f in self.fs: x = f(x)
@@ -284,7 +299,8 @@ def fashion_dls(bs:int=256, # training batch size; validation batches are `2*bs`
                )->DataLoaders: # batches `(xb, yb)`: xb (B, 1, 28, 28) float32 normalised, yb (B,) int64
     "Fashion-MNIST DataLoaders: the 60,000 training images shuffled, the 10,000 test images in order as validation."
     bs, seed = _whole('fashion_dls: bs', bs), _seed('fashion_dls: seed', seed)
-    if tfm is not None and not callable(tfm): raise TypeError(f"fashion_dls: tfm must be callable, got {type(tfm).__name__}")
+    if tfm is not None and not callable(tfm): raise TypeError(f"fashion_dls: tfm must be callable, got "
+                                                              f"{type(tfm).__name__}")
     xt, yt, xv, yv = _fashion()
     nt, nv = _first(n_train, len(xt), 'n_train'), _first(n_valid, len(xv), 'n_valid')
     train_ds = BatchDataset(xt[:nt], yt[:nt], Compose(fashion_prep, tfm))
@@ -292,8 +308,8 @@ def fashion_dls(bs:int=256, # training batch size; validation batches are `2*bs`
     return DataLoaders.from_datasets(train_ds, valid_ds, bs, batched=True, num_workers=num_workers, seed=seed)
 
 # %% ../nbs/04_datasets.ipynb #5c1f0a06
-def mnist_tensors()->tuple: # x_train (4000,1,28,28) in [-1,1], y_train (4000,), x_valid (1000,1,28,28), y_valid (1000,)
-    "The MNIST subset of `load_mnist` as tensors: images scaled to [-1, 1] with a channel dimension, labels as int64."
+def mnist_tensors()->tuple: # x_train (4000, 1, 28, 28) in [-1, 1], y_train (4000,), x_valid, y_valid (1000)
+    "The MNIST subset of `load_mnist` as tensors: images in [-1, 1] with a channel axis, labels as int64."
     xt, yt, xv, yv = load_mnist()
     img = lambda xs: torch.tensor(xs, dtype=torch.float32).view(-1, 1, 28, 28) * 2 - 1
     return img(xt), torch.tensor(yt), img(xv), torch.tensor(yv)
