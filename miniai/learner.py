@@ -68,7 +68,7 @@ class Learner:
     def __init__(self,
                  model:nn.Module, # maps the inputs of a batch to predictions
                  dls=None, # has `.train` and `.valid`, iterables of `(x, ..., y)` batches, e.g. `DataLoaders`
-                 loss_func=F.cross_entropy, # `loss_func(preds, yb)` -> scalar loss
+                 loss_func=F.cross_entropy, # `loss_func(preds, *targets)` -> the loss, a 0-d tensor
                  lr:float=0.1, # learning rate for the optimizer
                  cbs:list=(), # callbacks used by every `fit`
                  opt_func=torch.optim.SGD, # `opt_func(params, lr)` makes the optimizer
@@ -154,8 +154,9 @@ class Learner:
                 raise TypeError(f"Learner.fit: dls.{phase} is read once per epoch, so it must be a list of "
                                 f"batches or a DataLoader, not a {type(dl).__name__}{skip}")
             if loader_len(dl) == 0:
-                raise ValueError(f"Learner.fit: dls.{phase} has no batches (an empty dataset, or fewer items than "
-                                 f"the batch size with drop_last=True); give it at least one batch{skip}")
+                raise ValueError(f"Learner.fit: dls.{phase} has no batches (an empty dataset, or fewer items "
+                                 f"than the batch size with drop_last=True); give it at least one "
+                                 f"batch{skip}")
         if not any(hasattr(cb, 'predict') for cb in cbs):
             raise ValueError("Learner.fit: no callback has a `predict` method, so nothing would be trained; "
                              "add TrainCB() to cbs")
@@ -243,7 +244,11 @@ class TrainCB(Callback):
 # %% ../nbs/06_learner.ipynb #d8c2bb79
 class DeviceCB(Callback):
     "Move the model to `device` when the fit starts, and each batch before it is used."
-    def __init__(self, device=def_device): self.device = device
+    def __init__(self, device=def_device): # 'cpu', 'cuda', 'mps' or a torch.device
+        try: torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"DeviceCB: {device!r} is not a device") from e
+        self.device = device
     def before_fit(self, learn): learn.model.to(self.device)
     def before_batch(self, learn): learn.batch = to_device(learn.batch, self.device)
 
@@ -311,7 +316,8 @@ class MetricsCB(Callback):
         xs, ys = split_batch(learn.batch, getattr(learn, 'n_inp', None))
         n = len(ys[0] if ys else xs[0])  # the true batch size: the number of targets
         self.loss.add(learn.loss, n=n)
-        for m in self.metrics.values(): m.add(learn.preds, ys[0] if ys else None, n=n)  # against the first target
+        targ = ys[0] if ys else None  # metrics compare the predictions with the first target
+        for m in self.metrics.values(): m.add(learn.preds, targ, n=n)
     def after_epoch(self, learn): self.done.append('train' if learn.training else 'valid')
     def cleanup_epoch(self, learn):  # runs after a cancelled or failed pass too
         phase = 'train' if learn.training else 'valid'
@@ -352,7 +358,10 @@ class ProgressCB(Callback):
     def __init__(self,
                  plot:bool=False, # draw training (per batch) and validation (per epoch) loss while training
                  plot_every:float=5., # least seconds between redraws of the plot within an epoch
-                ): self.plot, self.plot_every, self.mbar, self.metrics = plot, plot_every, None, None
+                ):
+        self.plot = _flag('ProgressCB: plot', plot)
+        self.plot_every = _rate('ProgressCB: plot_every', plot_every)
+        self.mbar = self.metrics = None
     def before_fit(self, learn):
         self.bars, self.finished, self.epochs = _can_draw_bars(), False, learn.epochs
         learn.epochs = self.mbar = master_bar(learn.epochs) if self.bars else _Lines(learn.epochs)

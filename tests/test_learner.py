@@ -622,3 +622,10 @@ def test_lr_finder_refuses_a_schedule_that_fights_it_and_bad_arguments(toy_dls, 
     with pytest.raises(ValueError, match='gamma must be a number > 1'): learn.lr_find(gamma=1)
     with pytest.raises(ValueError, match='start_lr must be a number > 0'): learn.lr_find(start_lr=0)
     with pytest.raises(TypeError, match='plot must be True or False'): learn.lr_find(plot='yes')
+
+
+def test_callbacks_refuse_bad_settings():
+    with pytest.raises(ValueError, match="DeviceCB: 'gpu' is not a device"): DeviceCB('gpu')
+    with pytest.raises(TypeError, match='plot must be True or False'): ProgressCB(plot='yes')
+    with pytest.raises(ValueError, match='plot_every must be a number >= 0'): ProgressCB(plot_every=-1)
+    with pytest.raises(ValueError, match='gamma must be a number > 1'): LRFinderCB(gamma=0.5)
