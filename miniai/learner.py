@@ -414,8 +414,8 @@ def set_seed(seed:int, # the seed for every generator
     "Seed Python's `random`, numpy's (if numpy is loaded) and torch's generators, so that a run can be repeated exactly."
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"set_seed: seed must be a whole number, got {type(seed).__name__} {seed!r}")
-    if not -2**63 <= seed < 2**64: raise ValueError(f"set_seed: seed must be from -2**63 to 2**64-1, got "
-                                                    f"{seed}")
+    if not -2**63 <= seed < 2**64: raise ValueError(f"set_seed: seed must be from -2**63 to 2**64-1, got {seed}")
+    seed = int(seed)  # a numpy integer too
     if deterministic is not None: _flag('set_seed: deterministic (or None, to leave it alone)', deterministic)
     random.seed(seed)
     if (np := sys.modules.get('numpy')) is not None: np.random.seed(seed % 2**32)

@@ -212,6 +212,7 @@ def test_set_seed_seeds_random_numpy_and_torch():
     assert r1 == r2
     set_seed(-3); r3 = torch.rand(1).item()
     set_seed(-3); assert torch.rand(1).item() == r3 != r1[2]
+    set_seed(np.int64(5)); assert (random.random(), np.random.rand(), torch.rand(1).item()) == r1  # a numpy integer seed
 
 
 def test_set_seed_leaves_deterministic_mode_alone_unless_told():
