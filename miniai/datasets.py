@@ -4,16 +4,33 @@
 
 # %% ../nbs/04_datasets.ipynb #e3f652d0
 from __future__ import annotations
-import math
+import math, numbers
+from collections.abc import Iterator
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 import torch.utils.data
-from .data import load_fashion_mnist
+from .data import load_fashion_mnist, load_mnist
 
 # %% auto #0
 __all__ = ['FASHION_MEAN', 'FASHION_STD', 'show_image', 'subplots', 'get_grid', 'show_images', 'to_float', 'normalize',
-           'IndexBatches', 'BatchDataset', 'batch_loader', 'DataLoaders', 'fashion_prep', 'Compose', 'fashion_dls']
+           'IndexBatches', 'BatchDataset', 'batch_loader', 'loader_len', 'DataLoaders', 'fashion_prep', 'Compose',
+           'fashion_dls', 'mnist_tensors', 'mnist_dls']
+
+# %% ../nbs/04_datasets.ipynb #5c1f0a02
+def _whole(name:str, v, lo:int=1, hi:int=None)->int:
+    "`v` as an int if it is a whole number from `lo` to `hi` (not a bool), else one clear error."
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number, got {type(v).__name__} {v!r}")
+    if v < lo or (hi is not None and v > hi):
+        raise ValueError(f"{name} must be "
+                         f"{f'from {lo:,} to {hi:,}' if hi is not None else f'at least {lo:,}'}, got {v:,}")
+    return int(v)
+
+def _seed(name:str, seed)->int|None:
+    "`seed` if it is None or a whole number a torch generator accepts, else one clear error."
+    if seed is None: return None
+    return _whole(name, seed, -2**63, 2**64 - 1)
 
 # %% ../nbs/04_datasets.ipynb #cd8fc446
 def show_image(im, # image: (H, W), (1, H, W) or (3, H, W) tensor or array
@@ -45,7 +62,11 @@ def subplots(nrows:int=1, # rows of axes
              **kwargs, # passed to `plt.subplots`; `layout` defaults to 'constrained' so titles do not overlap
             )->tuple: # (fig, axs): axs is always an array, 1-d for one row or column
     "`plt.subplots` with a size chosen from `imsize` and an array of axes even for a single plot."
-    if figsize is None: figsize = (ncols*imsize, nrows*imsize)
+    nrows, ncols = _whole('subplots: nrows', nrows), _whole('subplots: ncols', ncols)
+    if figsize is None:
+        if isinstance(imsize, bool) or not isinstance(imsize, numbers.Real) or not imsize > 0:
+            raise ValueError(f"subplots: imsize must be a positive number of inches, got {imsize!r}")
+        figsize = (ncols*imsize, nrows*imsize)
     kwargs.setdefault('layout', 'constrained')
     fig, axs = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kwargs)  # axs: (nrows, ncols)
     if nrows == 1 or ncols == 1: axs = axs.reshape(-1)
@@ -62,13 +83,17 @@ def get_grid(n:int, # number of axes wanted
              **kwargs, # passed to `subplots`, e.g. `imsize`, `figsize`
             )->tuple: # (fig, axs): `n` axes in a flat array
     "A figure with a near-square grid of at least `n` axes; the unused ones are hidden and only the first `n` returned."
-    if n < 1: raise ValueError(f"get_grid: need at least one axes, got n={n}")
+    n = _whole('get_grid: n (the number of axes)', n)
+    if nrows is not None: nrows = _whole('get_grid: nrows', nrows)
+    if ncols is not None: ncols = _whole('get_grid: ncols', ncols)
     if nrows: ncols = ncols or math.ceil(n/nrows)
     elif ncols: nrows = math.ceil(n/ncols)
     else:
         nrows = int(math.sqrt(n))
         ncols = math.ceil(n/nrows)
-    if nrows*ncols < n: raise ValueError(f"get_grid: {nrows} rows x {ncols} columns cannot hold {n} images; give fewer images or a bigger grid")
+    if nrows*ncols < n:
+        raise ValueError(f"get_grid: {nrows} rows x {ncols} columns cannot hold {n} images; give fewer "
+                         "images or a bigger grid")
     fig, axs = subplots(nrows, ncols, **kwargs)
     axs = axs.reshape(-1)
     for ax in axs[n:]: ax.set_axis_off()
@@ -80,11 +105,13 @@ def show_images(ims, # images: a (N, ...) tensor or a list, each as `show_image`
                 nrows:int=None, # rows of the grid; chosen from the number of images if None
                 ncols:int=None, # columns of the grid
                 titles:list=None, # one title per image, or None
-                **kwargs, # `cmap`, `vmin`, `vmax`, `norm`, `interpolation`, `alpha` go to `imshow`; the rest to `get_grid`, e.g. `imsize`, `title`
+                **kwargs, # cmap, vmin, vmax, norm, interpolation, alpha go to imshow; others to `get_grid`
                ):
     "Show images in a near-square grid, with optional titles."
+    if len(ims) == 0: raise ValueError("show_images: got no images to show")
     if titles is not None and len(titles) != len(ims):
-        raise ValueError(f"show_images: got {len(ims)} images but {len(titles)} titles; give one title per image (or none)")
+        raise ValueError(f"show_images: got {len(ims)} images but {len(titles)} titles; give one title per "
+                         "image (or none)")
     im_kw = {k: kwargs.pop(k) for k in ('cmap', 'vmin', 'vmax', 'norm', 'interpolation', 'alpha') if k in kwargs}
     _, axs = get_grid(len(ims), nrows, ncols, **kwargs)
     for i, (im, ax) in enumerate(zip(ims, axs)): show_image(im, ax=ax, title=None if titles is None else titles[i], **im_kw)
@@ -95,7 +122,11 @@ FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # measured on the 60,000 training im
 def to_float(x:Tensor, # uint8 pixels 0..255, any shape
             )->Tensor: # float32 in [0, 1], same shape
     "Scale bytes to float32 in [0, 1]."
-    if x.dtype != torch.uint8: raise TypeError(f"to_float: expected uint8 pixels (0-255), got {x.dtype}; floats are probably already scaled")
+    if not isinstance(x, Tensor): raise TypeError(f"to_float: expected a uint8 tensor of pixels, got "
+                                                  f"{type(x).__name__}")
+    if x.dtype != torch.uint8:
+        raise TypeError(f"to_float: expected uint8 pixels (0-255), got {x.dtype}; floats are probably "
+                        "already scaled")
     return x.float().div_(255)
 
 def normalize(x:Tensor, # float pixels, any shape
@@ -103,6 +134,8 @@ def normalize(x:Tensor, # float pixels, any shape
               std:float=FASHION_STD, # divided by
              )->Tensor: # same shape, mean ~0 and std ~1 on Fashion-MNIST
     "Shift and scale pixels to mean 0, standard deviation 1: `(x - mean) / std`."
+    if isinstance(std, numbers.Real) and not std > 0:
+        raise ValueError(f"normalize: std must be a positive number (it is divided by), got {std!r}")
     return (x - mean) / std
 
 # %% ../nbs/04_datasets.ipynb #bda51ba5
@@ -115,10 +148,14 @@ class IndexBatches:
                  drop_last:bool=False, # drop a final batch smaller than `bs`
                  generator:torch.Generator=None, # random source for the shuffle; torch's global one if None
                 ):
-        if not isinstance(bs, int) or bs < 1: raise ValueError(f"IndexBatches: bs must be a positive integer, got {bs!r}")
+        n, bs = _whole('IndexBatches: n (the number of items)', n, lo=0), _whole('IndexBatches: bs', bs)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"IndexBatches: generator must be a torch.Generator or None, got "
+                            f"{type(generator).__name__}")
         self.n, self.bs, self.shuffle, self.drop_last, self.generator = n, bs, shuffle, drop_last, generator
     def __len__(self): return self.n//self.bs if self.drop_last else math.ceil(self.n/self.bs)
     def __iter__(self):
+        if self.n == 0: return  # no items, no batches (torch's split would give one empty batch)
         idx = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)  # (n,)
         for b in idx.split(self.bs):                                                                      # each (bs,)
             if self.drop_last and len(b) < self.bs: return
@@ -131,7 +168,11 @@ class BatchDataset:
                  y:Tensor, # (N, ...) targets
                  tfm=None, # callable applied to each batch of inputs, e.g. `to_float` then `normalize`
                 ):
-        if len(x) != len(y): raise ValueError(f"BatchDataset: x has {len(x)} items but y has {len(y)}; they must have one target per input")
+        if len(x) != len(y):
+            raise ValueError(f"BatchDataset: x has {len(x)} items but y has {len(y)}; they must have one "
+                             "target per input")
+        if tfm is not None and not callable(tfm): raise TypeError(f"BatchDataset: tfm must be callable, got "
+                                                                  f"{type(tfm).__name__}")
         self.x, self.y, self.tfm = x, y, tfm
     def __len__(self): return len(self.x)
     def __getitem__(self, idxs):
@@ -147,17 +188,36 @@ def batch_loader(ds, # a `BatchDataset` (anything whose `__getitem__` takes a te
                  generator:torch.Generator=None, # random source for the shuffle
                 )->torch.utils.data.DataLoader:
     "A torch `DataLoader` whose batches are made by indexing `ds` with a tensor of indices at once (no per-item collate)."
+    if not hasattr(ds, '__len__'): raise TypeError(f"batch_loader: ds must have a length (a BatchDataset), "
+                                                   f"got {type(ds).__name__}")
     return torch.utils.data.DataLoader(ds, batch_size=None, sampler=IndexBatches(len(ds), bs, shuffle, drop_last, generator),
-                                       num_workers=num_workers)
+                                       num_workers=_whole('batch_loader: num_workers', num_workers, lo=0))
 
 # %% ../nbs/04_datasets.ipynb #2826b177
+def loader_len(dl, # a data loader, or any iterable of batches
+              )->int|None: # its number of batches, or None if it cannot tell
+    "`len(dl)`, or None for a loader without a length (a torch `DataLoader` over an `IterableDataset`, say)."
+    try: return len(dl)
+    except TypeError: return None
+
+def _loader(name:str, dl):
+    "`dl` if it can be iterated once per epoch, else one clear error."
+    if dl is None: return dl
+    if isinstance(dl, Iterator):
+        raise TypeError(f"DataLoaders: {name} is an iterator ({type(dl).__name__}), used up after one pass; "
+                        f"give a list of batches or a DataLoader")
+    if not hasattr(dl, '__iter__'):
+        raise TypeError(f"DataLoaders: {name} must be an iterable of batches (a DataLoader or a list), got "
+                        f"{type(dl).__name__}")
+    return dl
+
 class DataLoaders:
     "A training and a validation data loader: `dls.train`, `dls.valid`."
     def __init__(self,
                  train, # training loader, iterated once per epoch
-                 valid, # validation loader
+                 valid, # validation loader (None: no validation, for `fit(valid=False)`)
                 ):
-        self.train, self.valid = train, valid
+        self.train, self.valid = _loader('train', train), _loader('valid', valid)
 
     @classmethod
     def from_datasets(cls,
@@ -170,10 +230,16 @@ class DataLoaders:
                       **kwargs, # for per-item datasets: passed to `torch.utils.data.DataLoader`, e.g. `collate_fn`
                      ):
         "Loaders for a pair of datasets: per-item with collate (the general case) or, if `batched`, by indexing whole batches."
-        if not isinstance(bs, int) or bs < 1: raise ValueError(f"DataLoaders: bs must be a positive integer, got {bs!r}")
+        bs, num_workers = _whole('DataLoaders: bs', bs), _whole('DataLoaders: num_workers', num_workers, lo=0)
+        seed = _seed('DataLoaders: seed', seed)
+        for name, ds in (('train_ds', train_ds), ('valid_ds', valid_ds)):
+            if hasattr(ds, '__len__') and len(ds) == 0: raise ValueError(f"DataLoaders.from_datasets: {name} "
+                                                                         "has no items")
         gen = None if seed is None else torch.Generator().manual_seed(seed)
         if batched:
-            if kwargs: raise TypeError(f"DataLoaders.from_datasets: {sorted(kwargs)} only apply to per-item datasets (batched=False)")
+            if kwargs:
+                raise TypeError(f"DataLoaders.from_datasets: {sorted(kwargs)} only apply to per-item "
+                                "datasets (batched=False)")
             return cls(batch_loader(train_ds, bs, shuffle=True, num_workers=num_workers, generator=gen),
                        batch_loader(valid_ds, 2*bs, shuffle=False, num_workers=num_workers))
         return cls(torch.utils.data.DataLoader(train_ds, bs, shuffle=True, num_workers=num_workers, generator=gen, **kwargs),
@@ -181,10 +247,20 @@ class DataLoaders:
 
     def one_batch(self, valid:bool=False):
         "The first batch of the training loader (or the validation loader if `valid`)."
-        return next(iter(self.valid if valid else self.train))
+        dl = self.valid if valid else self.train
+        if dl is None: raise ValueError("DataLoaders.one_batch: there is no validation loader")
+        try: return next(iter(dl))
+        except StopIteration:
+            raise ValueError(f"DataLoaders.one_batch: the {'validation' if valid else 'training'} loader "
+                             "gave no batches") from None
 
     def __repr__(self):
-        n = lambda dl: f"{len(dl)} batches" + (f" of {len(dl.dataset):,} items" if hasattr(dl, 'dataset') else '')
+        def n(dl):
+            if dl is None: return 'none'
+            k = loader_len(dl)
+            ds = getattr(dl, 'dataset', None)
+            items = f" of {len(ds):,} items" if loader_len(ds) is not None else ''
+            return ('? batches' if k is None else f"{k} batches") + items
         return f"DataLoaders(train: {n(self.train)}, valid: {n(self.valid)})"
 
 # %% ../nbs/04_datasets.ipynb #6ab75008
@@ -195,7 +271,11 @@ def fashion_prep(x:Tensor, # (B, 28, 28) uint8 images
 
 class Compose:
     "Apply callables in order: `Compose(f, g)(x) == g(f(x))`; `None`s are skipped."
-    def __init__(self, *fs): self.fs = [f for f in fs if f is not None]
+    def __init__(self, *fs): # the callables, first applied first
+        if bad := [f for f in fs if f is not None and not callable(f)]:
+            raise TypeError(f"Compose: every step must be callable (or None), got "
+                            f"{', '.join(type(f).__name__ for f in bad)}")
+        self.fs = [f for f in fs if f is not None]
     def __call__(self, x):
         for f in self.fs: x = f(x)
         return x
@@ -208,8 +288,7 @@ def _fashion():
 
 def _first(n, total, name):
     if n is None: return total
-    if not isinstance(n, int) or not 1 <= n <= total: raise ValueError(f"fashion_dls: {name} must be an integer from 1 to {total:,} (or None for all), got {n!r}")
-    return n
+    return _whole(f"fashion_dls: {name} (or None for all {total:,})", n, 1, total)
 
 def fashion_dls(bs:int=256, # training batch size; validation batches are `2*bs`
                 n_train:int=None, # use only the first `n_train` training images (None: all 60,000)
@@ -219,9 +298,26 @@ def fashion_dls(bs:int=256, # training batch size; validation batches are `2*bs`
                 seed:int=None, # seed for the training shuffle; torch's global random state if None
                )->DataLoaders: # batches `(xb, yb)`: xb (B, 1, 28, 28) float32 normalised, yb (B,) int64
     "Fashion-MNIST DataLoaders: the 60,000 training images shuffled, the 10,000 test images in order as validation."
-    if not isinstance(bs, int) or bs < 1: raise ValueError(f"fashion_dls: bs must be a positive integer, got {bs!r}")
+    bs, seed = _whole('fashion_dls: bs', bs), _seed('fashion_dls: seed', seed)
+    if tfm is not None and not callable(tfm): raise TypeError(f"fashion_dls: tfm must be callable, got "
+                                                              f"{type(tfm).__name__}")
     xt, yt, xv, yv = _fashion()
     nt, nv = _first(n_train, len(xt), 'n_train'), _first(n_valid, len(xv), 'n_valid')
     train_ds = BatchDataset(xt[:nt], yt[:nt], Compose(fashion_prep, tfm))
     valid_ds = BatchDataset(xv[:nv], yv[:nv], fashion_prep)
     return DataLoaders.from_datasets(train_ds, valid_ds, bs, batched=True, num_workers=num_workers, seed=seed)
+
+# %% ../nbs/04_datasets.ipynb #5c1f0a06
+def mnist_tensors()->tuple: # x_train (4000, 1, 28, 28) in [-1, 1], y_train (4000,), x_valid, y_valid (1000)
+    "The MNIST subset of `load_mnist` as tensors: images in [-1, 1] with a channel axis, labels as int64."
+    xt, yt, xv, yv = load_mnist()
+    img = lambda xs: torch.tensor(xs, dtype=torch.float32).view(-1, 1, 28, 28) * 2 - 1
+    return img(xt), torch.tensor(yt), img(xv), torch.tensor(yv)
+
+def mnist_dls(bs:int=128, # batch size
+              seed:int=None, # seed for the shuffle
+             )->DataLoaders:
+    "DataLoaders over `mnist_tensors`: batches `(xb, yb)`, xb (B, 1, 28, 28) in [-1, 1], yb (B,)."
+    bs, seed = _whole('mnist_dls: bs', bs), _seed('mnist_dls: seed', seed)
+    xt, yt, xv, yv = mnist_tensors()
+    return DataLoaders.from_datasets(BatchDataset(xt, yt), BatchDataset(xv, yv), bs, batched=True, seed=seed)

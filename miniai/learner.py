@@ -4,7 +4,8 @@
 
 # %% ../nbs/06_learner.ipynb #10362af0
 from __future__ import annotations
-import math, os, sys, random, time
+import math, numbers, os, re, sys, random, time, warnings
+from collections.abc import Iterator
 from copy import deepcopy
 from pathlib import Path
 import matplotlib.pyplot as plt
@@ -14,9 +15,10 @@ import torch.nn.functional as F
 from fastprogress import master_bar, progress_bar
 from fastprogress.fastprogress import NBMasterBar
 from .conv import def_device, to_device
+from .datasets import loader_len
 
 # %% auto #0
-__all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'Learner', 'TrainCB', 'DeviceCB', 'Metric', 'Mean', 'Accuracy', 'MetricsCB', 'ProgressCB', 'set_seed', 'LRFinderCB', 'lr_find', 'save', 'load']
+__all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'Learner', 'split_batch', 'TrainCB', 'DeviceCB', 'Metric', 'Mean', 'Accuracy', 'MetricsCB', 'ProgressCB', 'set_seed', 'LRFinderCB', 'lr_find', 'save', 'load', 'autocast_dtype', 'MixedPrecision']
 
 # %% ../nbs/06_learner.ipynb #cac8e3d1
 class CancelFitException(Exception):
@@ -33,47 +35,103 @@ class Callback:
 # %% ../nbs/06_learner.ipynb #e76e21ad
 def _name(f): return getattr(f, '__name__', None) or type(f).__name__
 
+def _count(name:str, v, lo:int=1)->int:
+    "`v` as an int if it is a whole number >= `lo` (not a bool), else one clear error naming `name`."
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number, got {type(v).__name__} {v!r}")
+    if v < lo: raise ValueError(f"{name} must be at least {lo}, got {v}")
+    return int(v)
+
+def _rate(name:str, v)->float:
+    "`v` if it is a number >= 0 (not a bool), else one clear error naming `name`."
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
+    if not v >= 0: raise ValueError(f"{name} must be a number >= 0, got {v!r}")  # negative, or NaN
+    return v
+
+def _flag(name:str, v)->bool:
+    if not isinstance(v, bool): raise TypeError(f"{name} must be True or False, got {type(v).__name__} {v!r}")
+    return v
+
+def _callbacks(where:str, cbs)->list:
+    "`cbs` as a list, if it is a list or tuple of callback objects; else one clear error."
+    if not isinstance(cbs, (list, tuple)):
+        raise TypeError(f"{where}: cbs must be a list of callbacks, e.g. cbs=[TrainCB()]; got "
+                        f"{type(cbs).__name__}")
+    if classes := [cb.__name__ for cb in cbs if isinstance(cb, type)]:
+        raise TypeError(f"{where}: cbs holds the class {', '.join(classes)}, not a callback object; call it: "
+                        f"{classes[0]}()")
+    return list(cbs)
+
 class Learner:
     "Train `model` on `dls`: runs epochs and batches and fires events; all the work is done by callbacks."
     def __init__(self,
                  model:nn.Module, # maps the inputs of a batch to predictions
                  dls=None, # has `.train` and `.valid`, iterables of `(x, ..., y)` batches, e.g. `DataLoaders`
-                 loss_func=F.cross_entropy, # `loss_func(preds, yb)` -> scalar loss
+                 loss_func=F.cross_entropy, # `loss_func(preds, *targets)` -> the loss, a 0-d tensor
                  lr:float=0.1, # learning rate for the optimizer
                  cbs:list=(), # callbacks used by every `fit`
                  opt_func=torch.optim.SGD, # `opt_func(params, lr)` makes the optimizer
                 ):
-        self.model, self.dls, self.loss_func, self.lr, self.opt_func = model, dls, loss_func, lr, opt_func
-        self.cbs, self.opt = list(cbs), None
+        if not isinstance(model, nn.Module): raise TypeError(f"Learner: model must be an nn.Module, got "
+                                                             f"{type(model).__name__}")
+        for what, f in (('loss_func', loss_func), ('opt_func', opt_func)):
+            if not callable(f): raise TypeError(f"Learner: {what} must be callable, got {type(f).__name__}")
+        self.model, self.dls, self.loss_func, self.opt_func = model, dls, loss_func, opt_func
+        self.lr = _rate('Learner: lr', lr)
+        self.cbs, self.opt = _callbacks('Learner', cbs), None
         self._use(self.cbs)
 
     def _use(self, cbs):
-        self._cbs, self._handlers = sorted(cbs, key=lambda cb: cb.order), {}
+        self._cbs, self._handlers = sorted(cbs, key=lambda cb: getattr(cb, 'order', 0)), {}
+
+    def _methods(self, name):
+        if (fs := self._handlers.get(name)) is None:  # look the methods up once per fit, not on every batch
+            fs = self._handlers[name] = [f for cb in self._cbs if (f := getattr(cb, name, None)) is not None]
+        return fs
 
     def callback(self, name:str):
         "Call method `name` of every callback that has one, in `order`, with the learner."
-        if (fs := self._handlers.get(name)) is None:  # look the methods up once per fit, not on every batch
-            fs = self._handlers[name] = [f for cb in self._cbs if (f := getattr(cb, name, None)) is not None]
-        for f in fs: f(self)
+        for f in self._methods(name): f(self)
+
+    def _cleanup(self, level, failing=False):
+        "Call every `cleanup_<level>`, even if one fails; raise the first failure (warn if failing already)."
+        errors = []
+        for f in self._methods(f'cleanup_{level}'):
+            try: f(self)
+            except BaseException as e: errors.append((f, e))
+        if errors and not failing: raise errors[0][1]
+        for f, e in errors:
+            name = getattr(f, '__qualname__', _name(f))
+            warnings.warn(f"{name} failed as well: {type(e).__name__}: {e}", RuntimeWarning)
 
     def _with_events(self, level, f, cancel):
         try:
             self.callback(f'before_{level}'); f(); self.callback(f'after_{level}')
         except cancel: pass
-        finally: self.callback(f'cleanup_{level}')
+        except BaseException:
+            self._cleanup(level, failing=True)  # the error that stopped the work is the one to see
+            raise
+        self._cleanup(level)
 
     def _one_batch(self):
         self.callback('predict'); self.callback('get_loss')
         if self.training: self.callback('backward'); self.callback('step'); self.callback('zero_grad')
 
     def _all_batches(self):
+        self.iter = None
         for self.iter, self.batch in enumerate(self.dl):
             self._with_events('batch', self._one_batch, CancelBatchException)
+        if self.iter is None:  # nothing to average over: say so, rather than divide by zero later
+            phase = 'train' if self.training else 'valid'
+            raise ValueError(f"Learner.fit: dls.{phase} gave no batches in epoch {self.epoch} (a loader over "
+                             f"an empty dataset?); give it at least one batch")
 
     def _one_epoch(self, training):
         self.training, self.dl = training, (self.dls.train if training else self.dls.valid)
         self.model.train(training)
-        with torch.set_grad_enabled(training): self._with_events('epoch', self._all_batches, CancelEpochException)
+        with torch.set_grad_enabled(training):
+            self._with_events('epoch', self._all_batches, CancelEpochException)
 
     def _fit(self):
         for self.epoch in self.epochs:
@@ -81,52 +139,104 @@ class Learner:
             if self.do_valid: self._one_epoch(False)
 
     def _check(self, cbs, train, valid):
-        if not (train or valid): raise ValueError("Learner.fit: train and valid are both False, so there is nothing to do")
+        if not (train or valid): raise ValueError("Learner.fit: train and valid are both False, so there is "
+                                                  "nothing to do")
         if self.dls is None:
-            raise ValueError("Learner.fit: no data; pass dls (anything with .train and .valid loaders, e.g. fashion_dls()) to Learner(model, dls, ...)")
+            raise ValueError("Learner.fit: no data; pass dls (anything with .train and .valid loaders, e.g. "
+                             "fashion_dls()) to Learner(model, dls, ...)")
         for phase, on in (('train', train), ('valid', valid)):
-            dl, skip = getattr(self.dls, phase, None), " (or call fit(valid=False) to skip validation)" if phase == 'valid' else ""
+            dl = getattr(self.dls, phase, None)
+            skip = " (or call fit(valid=False) to skip validation)" if phase == 'valid' else ""
             if not on: continue
-            if dl is None: raise ValueError(f"Learner.fit: dls.{phase} is missing; give a {phase} DataLoader{skip}")
-            if hasattr(dl, '__len__') and len(dl) == 0:
-                raise ValueError(f"Learner.fit: dls.{phase} has no batches (an empty dataset, or fewer items than the batch size with "
-                                 f"drop_last=True); give it at least one batch{skip}")
+            if dl is None: raise ValueError(f"Learner.fit: dls.{phase} is missing; give a {phase} "
+                                            f"DataLoader{skip}")
+            if isinstance(dl, Iterator) or not hasattr(dl, '__iter__'):
+                raise TypeError(f"Learner.fit: dls.{phase} is read once per epoch, so it must be a list of "
+                                f"batches or a DataLoader, not a {type(dl).__name__}{skip}")
+            if loader_len(dl) == 0:
+                raise ValueError(f"Learner.fit: dls.{phase} has no batches (an empty dataset, or fewer items "
+                                 f"than the batch size with drop_last=True); give it at least one "
+                                 f"batch{skip}")
         if not any(hasattr(cb, 'predict') for cb in cbs):
-            raise ValueError("Learner.fit: no callback has a `predict` method, so nothing would be trained; add TrainCB() to cbs")
+            raise ValueError("Learner.fit: no callback has a `predict` method, so nothing would be trained; "
+                             "add TrainCB() to cbs")
 
     def fit(self,
             n_epochs:int=1, # passes over the training data
             train:bool=True, # run the training pass of each epoch
             valid:bool=True, # run the validation pass of each epoch
             cbs:list=(), # extra callbacks for this fit only
-            lr:float=None, # learning rate from now on (default: keep the optimizer's, or `self.lr` for a new one)
+            lr:float=None, # learning rate from now on (default: the optimizer's, or `self.lr` for a new one)
            ):
-        "Train for `n_epochs`, firing events for the callbacks in `self.cbs` and `cbs`."
-        cbs = self.cbs + list(cbs)
-        self._check(cbs, train, valid)
+        "Train for `n_epochs`, firing events for the callbacks in `self.cbs` and `cbs`; restore modes after."
+        cbs = _callbacks('Learner', self.cbs) + _callbacks('Learner.fit', cbs)
+        n_epochs = _count('Learner.fit: n_epochs', n_epochs)
+        self._check(cbs, _flag('Learner.fit: train', train), _flag('Learner.fit: valid', valid))
+        if lr is not None: _rate('Learner.fit: lr', lr)
         if self.opt is None: self.opt = self.opt_func(self.model.parameters(), self.lr if lr is None else lr)
         elif lr is not None:
             for g in self.opt.param_groups: g['lr'] = lr
         self.n_epochs, self.epochs, self.do_train, self.do_valid = n_epochs, range(n_epochs), train, valid
+        modes = [(m, m.training) for m in self.model.modules()]
         self._use(cbs)
         try: self._with_events('fit', self._fit, CancelFitException)
-        finally: self._use(self.cbs)
+        finally:
+            for m, training in modes: m.training = training  # as the fit found each module, whatever happens
+            self._use(self.cbs)
 
 # %% ../nbs/06_learner.ipynb #b29a1536
 def _shape(o): return tuple(o.shape) if hasattr(o, 'shape') else type(o).__name__
 
+def split_batch(batch, # a batch from a loader: a tuple or list `(input, ..., target, ...)`
+                n_inp:int=None, # how many of its elements are the model's inputs; None: all but the last
+               )->tuple: # `(inputs, targets)`, two tuples
+    "The inputs and the targets of a batch: its first `n_inp` elements and the rest (by default: the last)."
+    if not isinstance(batch, (tuple, list)):
+        raise TypeError(f"a batch must be a tuple (inputs..., target), got a {type(batch).__name__}; "
+                        f"make the loader yield tuples such as (xb, yb)")
+    k = len(batch) - 1 if n_inp is None else n_inp
+    if not 1 <= k <= len(batch):
+        raise ValueError(f"a batch of {len(batch)} element(s) cannot hold {k} input(s) and the rest as "
+                         f"targets: give n_inp from 1 to {len(batch)} (TrainCB(n_inp=...)), or batches "
+                         f"(inputs..., target)")
+    return tuple(batch[:k]), tuple(batch[k:])
+
+_SHAPE_ERRORS = re.compile('|'.join([  # torch's messages for an output that does not fit the target
+    r'size of tensor a \(\d+\) must match the size of tensor b', r'sizes of tensors must match',
+    r'target size', r'batch_size \(\d+\) to match target batch_size', r'target -?\d+ is out of bounds',
+    r'index -?\d+ is out of bounds', r'only batches of spatial targets supported',
+    r'0d or 1d target tensor expected', r'shapes cannot be multiplied', r'is invalid for input of size',
+    r'dimension out of range', r'size mismatch']), re.IGNORECASE)
+
+def _is_shape_error(e:BaseException)->bool:
+    "Whether `e` says that an output and a target do not fit (shapes, sizes, class indices), nothing else."
+    msg = str(e)
+    if isinstance(e, getattr(torch, 'OutOfMemoryError', ())): return False
+    if re.search(r'out of memory|not enough memory', msg, re.IGNORECASE): return False
+    return isinstance(e, (RuntimeError, IndexError, ValueError)) and _SHAPE_ERRORS.search(msg) is not None
+
 class TrainCB(Callback):
-    "The training step as callback methods: `predict`, `get_loss`, `backward`, `step`, `zero_grad`. Subclass to change one."
-    def predict(self, learn): learn.preds = learn.model(*learn.batch[:-1])  # inputs first, the target last
+    "The training step as callback methods: `predict`, `get_loss`, `backward`, `step`, `zero_grad`."
+    def __init__(self, n_inp:int=None): # inputs at the start of each batch; None: all but the last element
+        self.n_inp = None if n_inp is None else _count('TrainCB: n_inp', n_inp)
+    def before_fit(self, learn): self.prev_n_inp, learn.n_inp = getattr(learn, 'n_inp', None), self.n_inp
+    def cleanup_fit(self, learn): learn.n_inp = getattr(self, 'prev_n_inp', None)
+    def predict(self, learn): learn.preds = learn.model(*split_batch(learn.batch, self.n_inp)[0])
     def get_loss(self, learn):
-        preds, yb = learn.preds, learn.batch[-1]
-        try: learn.loss = learn.loss_func(preds, yb)
-        except (RuntimeError, IndexError, ValueError, TypeError) as e:
-            raise ValueError(f"the model's output {_shape(preds)} does not fit loss_func {_name(learn.loss_func)} with target {_shape(yb)} "
-                             f"({str(e).splitlines()[0]}); e.g. cross_entropy needs (B, n_classes) scores and (B,) class indices below n_classes") from e
-        if learn.loss.ndim != 0:
-            raise ValueError(f"loss_func {_name(learn.loss_func)} returned shape {_shape(learn.loss)} for output {_shape(preds)} "
-                             f"and target {_shape(yb)}; it must return one number (reduce it with a mean)")
+        preds, ys = learn.preds, split_batch(learn.batch, self.n_inp)[1]
+        try: learn.loss = learn.loss_func(preds, *ys)
+        except (RuntimeError, IndexError, ValueError) as e:
+            if not _is_shape_error(e): raise  # out of memory, a dtype, a bug: as torch said it
+            targ = _shape(ys[0]) if len(ys) == 1 else tuple(_shape(y) for y in ys)
+            raise ValueError(f"the model's output {_shape(preds)} does not fit loss_func "
+                             f"{_name(learn.loss_func)} with target {targ} ({str(e).splitlines()[0]}); "
+                             f"e.g. cross_entropy needs (B, n_classes) scores and (B,) class indices "
+                             f"below n_classes") from e
+        if getattr(learn.loss, 'ndim', None) != 0:
+            loss = learn.loss
+            got = f"shape {_shape(loss)}" if hasattr(loss, 'shape') else f"a {type(loss).__name__}"
+            raise ValueError(f"loss_func {_name(learn.loss_func)} returned {got} for output {_shape(preds)}; "
+                             f"it must return one number, a 0-d tensor (reduce it with a mean)")
     def backward(self, learn): learn.loss.backward()
     def step(self, learn): learn.opt.step()
     def zero_grad(self, learn): learn.opt.zero_grad()
@@ -134,7 +244,11 @@ class TrainCB(Callback):
 # %% ../nbs/06_learner.ipynb #d8c2bb79
 class DeviceCB(Callback):
     "Move the model to `device` when the fit starts, and each batch before it is used."
-    def __init__(self, device=def_device): self.device = device
+    def __init__(self, device=def_device): # 'cpu', 'cuda', 'mps' or a torch.device
+        try: torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"DeviceCB: {device!r} is not a device") from e
+        self.device = device
     def before_fit(self, learn): learn.model.to(self.device)
     def before_batch(self, learn): learn.batch = to_device(learn.batch, self.device)
 
@@ -174,30 +288,54 @@ class Accuracy(Metric):
     def calc(self, preds, targs): return (preds.argmax(dim=1) == targs).float().mean()  # (B, C) scores vs (B,) classes
 
 # %% ../nbs/06_learner.ipynb #61d4c647
-def _fmt(v): return f'{v:.4f}' if isinstance(v, float) else str(v)
+def _fmt(v):
+    if isinstance(v, float): return f'{v:.4f}'
+    return ','.join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+def _value(m:Metric)->float: return m.value if m.count else float('nan')  # NaN: nothing added in this pass
 
 class MetricsCB(Callback):
     "Loss and metrics over each training and validation pass; one row per epoch in `hist`, shown with `log`."
     order = 10
     def __init__(self, *ms:Metric, **metrics:Metric): # metrics, named by their class (`accuracy`) or by keyword
         for m in ms: metrics[type(m).__name__.lower()] = m
-        self.metrics, self.loss, self.hist = metrics, Mean(), []
+        if bad := [k for k, m in metrics.items() if not isinstance(m, Metric)]:
+            raise TypeError(f"MetricsCB: {', '.join(bad)} must be Metric objects, e.g. "
+                            "MetricsCB(Accuracy()), not classes or functions")
+        self.metrics, self.loss, self.hist, self.row = metrics, Mean(), [], None
         self.log = lambda row: print('  '.join(f'{k} {_fmt(v)}' for k, v in row.items()))
-    def before_fit(self, learn): learn.metrics, self.hist, self.row = self, [], {}
+    def before_fit(self, learn):
+        learn.metrics, self.hist, self.row, self.counting = self, [], None, False
+        self.phases = [p for p, on in (('train', learn.do_train), ('valid', learn.do_valid)) if on]
+    def _start_row(self, learn):
+        if self.row is None: self.row, self.done, self.t0 = {'epoch': learn.epoch}, [], time.perf_counter()
     def before_epoch(self, learn):
-        if not self.row: self.row, self.t0 = {'epoch': learn.epoch}, time.perf_counter()
+        self._start_row(learn); self.counting = True
         for m in (self.loss, *self.metrics.values()): m.reset()
     def after_batch(self, learn):
-        yb = learn.batch[-1]
-        self.loss.add(learn.loss, n=len(yb))  # weighted by the true batch size: the number of targets
-        for m in self.metrics.values(): m.add(learn.preds, yb)
-    def after_epoch(self, learn):
+        xs, ys = split_batch(learn.batch, getattr(learn, 'n_inp', None))
+        n = len(ys[0] if ys else xs[0])  # the true batch size: the number of targets
+        self.loss.add(learn.loss, n=n)
+        targ = ys[0] if ys else None  # metrics compare the predictions with the first target
+        for m in self.metrics.values(): m.add(learn.preds, targ, n=n)
+    def after_epoch(self, learn): self.done.append('train' if learn.training else 'valid')
+    def cleanup_epoch(self, learn):  # runs after a cancelled or failed pass too
         phase = 'train' if learn.training else 'valid'
-        self.row[f'{phase}_loss'] = self.loss.value
-        for k, m in self.metrics.items(): self.row[f'{phase}_{k}'] = m.value
-        if not learn.training or not learn.do_valid:  # the epoch's last pass: the row is complete
-            self.row['time'] = f'{time.perf_counter() - self.t0:.1f}s'
-            self.hist.append(self.row); self.log(self.row); self.row = {}
+        self._start_row(learn)
+        if self.counting:  # the meters hold this pass (our before_epoch ran)
+            self.row[f'{phase}_loss'] = _value(self.loss)
+            for k, m in self.metrics.items(): self.row[f'{phase}_{k}'] = _value(m)
+        self.counting = False
+        if phase == self.phases[-1]: self._end_row()
+    def cleanup_fit(self, learn):
+        if self.row is not None: self._end_row()  # the fit stopped before the epoch's last pass
+    def _end_row(self):
+        keys = [f'{p}_{k}' for p in self.phases for k in ('loss', *self.metrics)]
+        row = {'epoch': self.row['epoch'], **{k: self.row.get(k, float('nan')) for k in keys},
+               'time': f'{time.perf_counter() - self.t0:.1f}s'}
+        if cut := [p for p in self.phases if p not in self.done]: row['partial'] = cut
+        self.hist.append(row); self.row = None
+        self.log(row)
 
 # %% ../nbs/06_learner.ipynb #cc2ae6f7
 class _Lines:
@@ -206,7 +344,8 @@ class _Lines:
     def __iter__(self): return iter(self.epochs)
     def write(self, items, table=True):
         if self.widths is None: self.widths = [max(len(s), 8) for s in items]
-        print('  '.join(s.ljust(w) for s, w in zip(items, self.widths)).rstrip(), flush=True)
+        widths = self.widths + [len(s) for s in items[len(self.widths):]]  # a partial row has one more item
+        print('  '.join(s.ljust(w) for s, w in zip(items, widths)).rstrip(), flush=True)
     def update_graph(self, *args, **kwargs): pass
 
 def _can_draw_bars()->bool:
@@ -214,23 +353,33 @@ def _can_draw_bars()->bool:
     return master_bar is NBMasterBar or getattr(sys.stdout, 'isatty', lambda: False)()
 
 class ProgressCB(Callback):
-    "Progress bars over epochs and batches (fastprogress), `MetricsCB` rows in a table; `plot=True` draws the losses live in a notebook."
+    "Progress bars over epochs and batches, `MetricsCB` rows in a table; `plot=True` draws the losses live."
     order = MetricsCB.order + 1
     def __init__(self,
                  plot:bool=False, # draw training (per batch) and validation (per epoch) loss while training
                  plot_every:float=5., # least seconds between redraws of the plot within an epoch
-                ): self.plot, self.plot_every = plot, plot_every
+                ):
+        self.plot = _flag('ProgressCB: plot', plot)
+        self.plot_every = _rate('ProgressCB: plot_every', plot_every)
+        self.mbar = self.metrics = None
     def before_fit(self, learn):
-        self.bars = _can_draw_bars()
+        self.bars, self.finished, self.epochs = _can_draw_bars(), False, learn.epochs
         learn.epochs = self.mbar = master_bar(learn.epochs) if self.bars else _Lines(learn.epochs)
         self.header, self.losses, self.vals, self.valid_pts, self.plot_cost = True, [], [], [], 0.
         self.t_comment = self.t_plot = time.perf_counter()
-        if hasattr(learn, 'metrics'): learn.metrics.log = self._write
+        self.metrics = next((cb for cb in learn._cbs if isinstance(cb, MetricsCB)), None)  # this fit's
+        if self.metrics is not None: self.log, self.metrics.log = self.metrics.log, self._write
     def _write(self, row):
-        if self.header: self.mbar.write(list(row), table=True); self.header = False
-        self.mbar.write([_fmt(v) for v in row.values()], table=True)
+        keys = [k for k in row if k != 'partial']
+        if self.header: self.mbar.write(keys, table=True); self.header = False
+        cut = [f"partial: {_fmt(row['partial'])}"] if 'partial' in row else []
+        self.mbar.write([_fmt(row[k]) for k in keys] + cut, table=True)
     def before_epoch(self, learn):
-        if self.bars: learn.dl = progress_bar(learn.dl, leave=False, parent=self.mbar)
+        self.dl = learn.dl
+        if self.bars:
+            n = loader_len(learn.dl)
+            learn.dl = progress_bar(learn.dl, total='noinfer' if n is None else n, leave=False,
+                                    parent=self.mbar)
     def after_batch(self, learn):
         now = time.perf_counter()
         if self.bars and now - self.t_comment > 0.2: learn.dl.comment, self.t_comment = f'loss {learn.loss:.3f}', now
@@ -239,52 +388,87 @@ class ProgressCB(Callback):
             if now - self.t_plot > max(self.plot_every, 20*self.plot_cost): self._plot()  # redrawing takes < 1/20 of the time
     def after_epoch(self, learn):
         if not self.plot: return
-        if not learn.training and hasattr(learn, 'metrics'): self.valid_pts.append((len(self.vals) + len(self.losses), learn.metrics.loss.value))
+        if not learn.training and self.metrics is not None and self.metrics.loss.count:
+            self.valid_pts.append((len(self.vals) + len(self.losses), self.metrics.loss.value))
         if not learn.training or not learn.do_valid: self._plot()  # once per epoch, with its validation loss
     def _plot(self):
         t0 = time.perf_counter()
         if self.losses: self.vals += torch.stack(self.losses).tolist(); self.losses = []  # one conversion for many batches
-        graphs = [[range(len(self.vals)), self.vals]] + ([[[x for x, _ in self.valid_pts], [y for _, y in self.valid_pts]]] if self.valid_pts else [])
+        graphs = [[range(len(self.vals)), self.vals]]
+        if self.valid_pts: graphs.append([[x for x, _ in self.valid_pts], [y for _, y in self.valid_pts]])
         self.mbar.update_graph(graphs)
         self.t_plot = time.perf_counter(); self.plot_cost = self.t_plot - t0
+    def cleanup_epoch(self, learn):
+        if hasattr(self, 'dl'): learn.dl = self.dl; del self.dl  # the loader itself, not its bar
     def after_fit(self, learn): self.finished = True
-    def cleanup_fit(self, learn):  # a cancelled fit (the LR finder's, say) never finishes the epoch bar: close it, and the plot's figure
-        if self.bars and not getattr(self, 'finished', False): self.mbar.on_iter_end()
-        self.finished = False
+    def cleanup_fit(self, learn):  # whatever happened: close the bars, give MetricsCB its own log back
+        if self.mbar is None: return  # our before_fit never ran
+        if self.bars and not self.finished: self.mbar.on_iter_end()  # a cancelled fit leaves the bar open
+        if self.metrics is not None: self.metrics.log = self.log
+        learn.epochs, self.mbar, self.metrics = self.epochs, None, None
 
 # %% ../nbs/06_learner.ipynb #6befae01
 def set_seed(seed:int, # the seed for every generator
-             deterministic:bool=False, # also make torch use deterministic algorithms only
+             deterministic:bool=None, # True/False: deterministic algorithms on/off; None: leave as is
             ):
     "Seed Python's `random`, numpy's (if numpy is loaded) and torch's generators, so that a run can be repeated exactly."
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"set_seed: seed must be a whole number, got {type(seed).__name__} {seed!r}")
+    if not -2**63 <= seed < 2**64: raise ValueError(f"set_seed: seed must be from -2**63 to 2**64-1, got {seed}")
+    seed = int(seed)  # a numpy integer too
+    if deterministic is not None: _flag('set_seed: deterministic (or None, to leave it alone)', deterministic)
     random.seed(seed)
     if (np := sys.modules.get('numpy')) is not None: np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')  # deterministic cuBLAS needs it (set before CUDA starts)
         torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic is not None: torch.use_deterministic_algorithms(deterministic)
 
 # %% ../nbs/06_learner.ipynb #e0ecc630
+def _positive(name:str, v, above:float=0.)->float:
+    "`v` if it is a number > `above` (not a bool), else one clear error naming `name`."
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(v).__name__} {v!r}")
+    if not v > above: raise ValueError(f"{name} must be a number > {above:g}, got {v!r}")
+    return v
+
+def _lrs(opt)->list: return [g['lr'] for g in opt.param_groups]
+
 class LRFinderCB(Callback):
     "Raise the learning rate by `gamma` after every training batch, record the losses, stop when the loss explodes."
     def __init__(self,
                  gamma:float=1.3, # factor applied to the learning rate after each batch
                  max_mult:float=3, # stop when the loss exceeds `max_mult` times the lowest loss so far
                  max_lr:float=10., # stop at the latest when the learning rate passes this
-                ): self.gamma, self.max_mult, self.max_lr = gamma, max_mult, max_lr
-    def before_fit(self, learn): self.lrs, self.losses, self.best = [], [], math.inf
+                ):
+        self.gamma = _positive('LRFinderCB: gamma', gamma, 1)
+        self.max_mult = _positive('LRFinderCB: max_mult', max_mult, 1)
+        self.max_lr, self.lrs, self.losses = _positive('LRFinderCB: max_lr', max_lr), [], []
+    def before_fit(self, learn):
+        self.lrs, self.losses, self.best, self.expected = [], [], math.inf, _lrs(learn.opt)
+    def _check_lr(self, learn):
+        if _lrs(learn.opt) != self.expected:
+            raise ValueError(f"LRFinderCB: another callback changed the learning rate (to {_lrs(learn.opt)}, "
+                             f"the finder set {self.expected}), so the curve would mean nothing; give "
+                             f"a schedule to fit(cbs=...), not to the Learner")
+    def before_batch(self, learn):
+        if learn.training: self._check_lr(learn)
     def after_batch(self, learn):
         if not learn.training: raise CancelEpochException()
+        self._check_lr(learn)  # the rate this batch was trained with is the one the finder set
         lr, loss = learn.opt.param_groups[0]['lr'], learn.loss.item()
         self.lrs.append(lr); self.losses.append(loss)
         self.best = min(self.best, loss)
-        if math.isnan(loss) or loss > self.best * self.max_mult or lr * self.gamma > self.max_lr: raise CancelFitException()
+        if math.isnan(loss) or loss > self.best * self.max_mult or lr * self.gamma > self.max_lr:
+            raise CancelFitException()
         for g in learn.opt.param_groups: g['lr'] *= self.gamma
+        self.expected = _lrs(learn.opt)
     def plot(self, ax=None):
         "Loss against learning rate, on a log axis."
         ax = ax or plt.subplots(figsize=(5, 3))[1]
-        ax.plot(self.lrs, self.losses); ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('training loss')
+        ax.plot(self.lrs, self.losses); ax.set_xscale('log')
+        ax.set_xlabel('learning rate'); ax.set_ylabel('training loss')
         return ax
 
 def lr_find(self:Learner,
@@ -294,13 +478,19 @@ def lr_find(self:Learner,
             max_lr:float=10., # stop at the latest when the learning rate passes this
             plot:bool=True, # plot loss against learning rate
            )->LRFinderCB: # its `lrs` and `losses` hold what was recorded
-    "Run the learning-rate finder on this learner, then restore the model's weights and the optimizer."
-    cb, weights, opt = LRFinderCB(gamma, max_mult, max_lr), deepcopy(self.model.state_dict()), self.opt
+    "Run the learning-rate finder on this learner; then put back the weights, the modes and the optimizer."
+    cb, plot = LRFinderCB(gamma, max_mult, max_lr), _flag('lr_find: plot', plot)
+    if not _positive('lr_find: start_lr', start_lr) < max_lr:
+        raise ValueError(f"lr_find: start_lr ({start_lr:g}) must be below max_lr ({max_lr:g})")
     n_batches = math.ceil(math.log(max_lr / start_lr) / math.log(gamma)) + 1  # enough batches to reach max_lr
-    n_epochs = math.ceil(n_batches / len(self.dls.train)) if hasattr(self.dls.train, '__len__') and len(self.dls.train) else 1
-    self.opt = None  # a fresh optimizer at start_lr
+    n = loader_len(getattr(self.dls, 'train', None))
+    n_epochs = math.ceil(n_batches / n) if n else n_batches  # no length: the finder stops the fit at max_lr
+    weights, opt, cbs = deepcopy(self.model.state_dict()), self.opt, self.cbs
+    self.opt, self.cbs = None, [c for c in cbs if not isinstance(c, MetricsCB)]  # new optimizer; no metrics
     try: self.fit(n_epochs, valid=False, cbs=[cb], lr=start_lr)
-    finally: self.model.load_state_dict(weights); self.opt = opt
+    finally:
+        self.model.load_state_dict(weights); self.opt, self.cbs = opt, cbs
+        self._use(self.cbs)
     if plot: cb.plot()
     return cb
 
@@ -333,3 +523,40 @@ def load(self:Learner,
     return self
 
 Learner.save, Learner.load = save, load
+
+# %% ../nbs/09_resnet_augment.ipynb #925becc7
+from contextlib import nullcontext
+from functools import partial
+
+def autocast_dtype(device_type:str, # 'cpu', 'cuda' or 'mps' (or a torch.device)
+                  )->torch.dtype|None: # the dtype to autocast to, or None where float32 is the better choice
+    "fp16 on CUDA, bf16 on CPUs that multiply bf16 in hardware (x86: AVX512-BF16, AMX), else None (float32)."
+    try: device_type = torch.device(device_type).type
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"autocast_dtype: {device_type!r} is not a device: give 'cpu', 'cuda', 'mps'") from e
+    if device_type == 'cuda': return torch.float16
+    if device_type != 'cpu' or not torch.backends.mkldnn.is_available(): return None
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, 'get_capabilities') else {}
+    if 'avx512_bf16' in caps:  # x86: ask for the instructions (oneDNN emulates bf16 on AVX-512, slowly)
+        return torch.bfloat16 if caps['avx512_bf16'] or caps.get('amx_bf16') else None
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None  # ARM, older torch
+
+class MixedPrecision(TrainCB):
+    "`TrainCB` under `torch.autocast`: bf16 on CPUs with bf16 instructions, fp16 on CUDA, else float32."
+    def __init__(self,
+                 device=def_device, # the device the model trains on (where DeviceCB puts it)
+                 n_inp:int=None, # inputs at the start of each batch, as for `TrainCB`; None: all but the last
+                ):
+        super().__init__(n_inp)
+        self.dtype = autocast_dtype(device)
+        if self.dtype is None: self.autocast = nullcontext  # plain float32: no autocast at all
+        else: self.autocast = partial(torch.autocast, torch.device(device).type, dtype=self.dtype)
+        self.scaler = torch.amp.GradScaler('cuda') if self.dtype == torch.float16 else None
+    def predict(self, learn):
+        with self.autocast(): super().predict(learn)
+    def get_loss(self, learn):
+        with self.autocast(): super().get_loss(learn)
+    def backward(self, learn): (self.scaler.scale(learn.loss) if self.scaler else learn.loss).backward()
+    def step(self, learn):
+        if self.scaler: self.scaler.step(learn.opt); self.scaler.update()
+        else: learn.opt.step()

@@ -4,19 +4,26 @@
 
 # %% ../nbs/09_resnet_augment.ipynb #feb80709
 from __future__ import annotations
+import numbers
 from functools import partial
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from .conv import def_device
-from .learner import TrainCB
+from .conv import to_device
+from .learner import split_batch
 from .init import conv_layer
 
 # %% auto #0
-__all__ = ['ResBlock', 'resnet', 'Summary', 'summary', 'flip_batch', 'crop_batch', 'erase_batch', 'predict', 'accuracy_of',
-           'autocast_dtype', 'MixedPrecision']
+__all__ = ['ResBlock', 'resnet', 'Summary', 'summary', 'flip_batch', 'crop_batch', 'erase_batch', 'predict', 'accuracy_of']
 
 # %% ../nbs/09_resnet_augment.ipynb #ccac6315
+def _whole(name:str, v, lo:int=1)->int:
+    "`v` if it is a whole number >= `lo` (not a bool), else one clear error naming `name`."
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral): raise TypeError(f"{name} must be a whole "
+                                                                                   f"number, got {v!r}")
+    if v < lo: raise ValueError(f"{name} must be at least {lo}, got {v}")
+    return int(v)
+
 class ResBlock(nn.Module):
     "Two 3×3 conv-BatchNorm layers plus a shortcut: identity, or pooling and a 1×1 conv when the shape changes."
     def __init__(self,
@@ -25,6 +32,8 @@ class ResBlock(nn.Module):
                  stride:int=1, # 2 halves the resolution
                 ):
         super().__init__()
+        ni, nf = _whole('ResBlock: ni', ni), _whole('ResBlock: nf', nf)
+        stride = _whole('ResBlock: stride', stride)
         conv = partial(conv_layer, norm=nn.BatchNorm2d)
         self.convs = nn.Sequential(conv(ni, nf, stride=stride), conv(nf, nf, stride=1, act=None))
         pool = nn.AvgPool2d(stride, ceil_mode=True) if stride > 1 else nn.Identity()
@@ -38,10 +47,16 @@ def resnet(nfs:tuple=(16, 32, 64, 128, 256), # channels: the stem's, then one st
            n_in:int=1, # input channels
            n_full:int=0, # stride-1 ResBlocks at the full input resolution, between the stem and the first stride-2 block
           )->nn.Sequential:
-    "A ResNet for small images: a 5×5 conv-BatchNorm stem, optional full-resolution blocks, stride-2 residual blocks, global average pooling, a linear head."
+    "A ResNet for small images: a 5×5 stem, stride-2 residual blocks, average pooling, a linear head."
+    if not isinstance(nfs, (list, tuple)) or not nfs:
+        raise ValueError(f"resnet: nfs must be a non-empty list of channel counts, got {nfs!r}")
+    nfs = [_whole('resnet: each of nfs', n) for n in nfs]
+    n_out, n_in = _whole('resnet: n_out', n_out), _whole('resnet: n_in', n_in)
+    n_full = _whole('resnet: n_full', n_full, lo=0)
     full = [ResBlock(nfs[0], nfs[0]) for _ in range(n_full)]
     blocks = [ResBlock(nfs[i], nfs[i+1], stride=2) for i in range(len(nfs)-1)]
-    return nn.Sequential(conv_layer(n_in, nfs[0], ks=5, stride=1, norm=nn.BatchNorm2d), *full, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    stem = conv_layer(n_in, nfs[0], ks=5, stride=1, norm=nn.BatchNorm2d)
+    return nn.Sequential(stem, *full, *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(nfs[-1], n_out, bias=False), nn.BatchNorm1d(n_out))
 
 # %% ../nbs/09_resnet_augment.ipynb #4da4a981
@@ -88,10 +103,23 @@ def summary(model:nn.Module, # model whose top-level children become rows
     return rows
 
 # %% ../nbs/09_resnet_augment.ipynb #fa01a5bb
+def _images(name:str, x)->Tensor:
+    if not isinstance(x, Tensor) or x.ndim != 4:
+        raise ValueError(f"{name}: expected a batch of images (B, C, H, W), got {_shape(x)}")
+    return x
+
+def _shape(x): return tuple(x.shape) if hasattr(x, 'shape') else type(x).__name__
+
+def _prob(name:str, p)->float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
+        raise ValueError(f"{name} must be a probability from 0 to 1, got {p!r}")
+    return p
+
 def flip_batch(x:Tensor, # (B, C, H, W)
                p:float=0.5, # probability that an image is mirrored
               )->Tensor: # (B, C, H, W)
     "Mirror each image left-right with probability `p`."
+    x, p = _images('flip_batch', x), _prob('flip_batch: p', p)
     flip = torch.rand(x.shape[0], device=x.device) < p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
@@ -100,7 +128,8 @@ def crop_batch(x:Tensor, # (B, C, H, W)
                fill:float=None, # value for the uncovered border; default the batch's minimum (the background)
               )->Tensor: # (B, C, H, W)
     "Shift each image by a random offset of up to `pad` pixels in each direction: pad, then crop at a random position."
-    B, C, H, W = x.shape
+    B, C, H, W = _images('crop_batch', x).shape
+    pad = _whole('crop_batch: pad', pad, lo=0)
     fill = x.amin().item() if fill is None else fill
     xp = F.pad(x, (pad, pad, pad, pad), value=fill)                        # (B, C, H+2p, W+2p)
     i, j = torch.randint(0, 2*pad + 1, (2, B, 1), device=x.device)         # top-left corner per image
@@ -113,10 +142,14 @@ def erase_batch(x:Tensor, # (B, C, H, W)
                 max_frac:float=0.4, # largest side of the rectangle as a fraction of the image side
                )->Tensor: # (B, C, H, W)
     "Replace a random rectangle of each image (with probability `p`) by noise with the batch's mean and std."
-    B, C, H, W = x.shape
+    B, C, H, W = _images('erase_batch', x).shape
+    p = _prob('erase_batch: p', p)
+    if not _prob('erase_batch: max_frac', max_frac) > 0: raise ValueError("erase_batch: max_frac must be "
+                                                                          "above 0")
     hs = (torch.rand(B, 1, device=x.device) * max_frac * H).long() + 1    # (B, 1) heights
     ws = (torch.rand(B, 1, device=x.device) * max_frac * W).long() + 1
-    top = (torch.rand(B, 1, device=x.device) * (H - hs + 1)).long(); left = (torch.rand(B, 1, device=x.device) * (W - ws + 1)).long()
+    top = (torch.rand(B, 1, device=x.device) * (H - hs + 1)).long()
+    left = (torch.rand(B, 1, device=x.device) * (W - ws + 1)).long()
     r, c = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
     mask = ((r >= top) & (r < top + hs))[:, :, None] & ((c >= left) & (c < left + ws))[:, None, :]  # (B, H, W)
     mask &= (torch.rand(B, device=x.device) < p)[:, None, None]
@@ -125,44 +158,36 @@ def erase_batch(x:Tensor, # (B, C, H, W)
 
 # %% ../nbs/09_resnet_augment.ipynb #2e8a5a15
 def predict(model:torch.nn.Module, # trained model
-            dl, # batches of (xb, yb)
-            tta:bool=False, # also predict on the left-right mirror images and average the probabilities
+            dl, # batches of (xb, yb), or (inputs..., targets...) with `n_inp`
+            tta:bool=False, # also predict on mirror images (of the first input), average the probabilities
+            n_inp:int=None, # inputs at the start of each batch, as for `TrainCB`; None: all but the last
            )->tuple: # (probabilities (N, n_classes), targets (N,))
     "Class probabilities of `model` over `dl`, in eval mode and without gradients, optionally with flip TTA."
-    was_training = model.training; model.eval()
-    dev = next(model.parameters()).device
+    modes = [(m, m.training) for m in model.modules()]
+    p0 = next(model.parameters(), None)
+    dev = p0.device if p0 is not None else torch.device('cpu')
     probs, targs = [], []
     try:
+        model.eval()
         with torch.no_grad():
-            for xb, yb in dl:
-                xb = xb.to(dev)
-                p = model(xb).float().softmax(dim=1)                                   # (B, n_classes)
-                if tta: p = (p + model(xb.flip(-1)).float().softmax(dim=1)) / 2
-                probs.append(p.cpu()); targs.append(yb)
-    finally: model.train(was_training)
-    return torch.cat(probs), torch.cat(targs)
+            for batch in dl:
+                xs, ys = split_batch(batch, n_inp)
+                xs = to_device(xs, dev)
+                p = model(*xs).float().softmax(dim=1)                                  # (B, n_classes)
+                if tta: p = (p + model(xs[0].flip(-1), *xs[1:]).float().softmax(dim=1)) / 2
+                probs.append(p.cpu())
+                if ys: targs.append(ys[0])
+    finally:
+        for m, training in modes: m.training = training  # every module back in its mode
+    if not probs: raise ValueError("predict: dl gave no batches")
+    return torch.cat(probs), (torch.cat(targs) if targs else None)
 
-def accuracy_of(probs:Tensor, targs:Tensor)->float: return (probs.argmax(dim=1) == targs).float().mean().item()
-
-# %% ../nbs/09_resnet_augment.ipynb #925becc7
-def autocast_dtype(device_type:str, # 'cpu', 'cuda' or 'mps'
-                  )->torch.dtype|None: # the dtype to autocast to, or None where it would not help
-    "bf16 on CPUs with native bf16 instructions, fp16 on CUDA, None (plain float32) elsewhere."
-    if device_type == 'cuda': return torch.float16
-    if device_type == 'cpu' and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported(): return torch.bfloat16
-    return None
-
-class MixedPrecision(TrainCB):
-    "The training step under `torch.autocast`: bf16 on capable CPUs, fp16 with a gradient scaler on CUDA, float32 elsewhere."
-    def __init__(self, device=def_device): # the device the model trains on (where DeviceCB puts it)
-        self.dtype = autocast_dtype(torch.device(device).type)
-        self.autocast = partial(torch.autocast, torch.device(device).type, dtype=self.dtype, enabled=self.dtype is not None)
-        self.scaler = torch.amp.GradScaler('cuda') if self.dtype == torch.float16 else None
-    def predict(self, learn):
-        with self.autocast(): super().predict(learn)
-    def get_loss(self, learn):
-        with self.autocast(): super().get_loss(learn)
-    def backward(self, learn): (self.scaler.scale(learn.loss) if self.scaler else learn.loss).backward()
-    def step(self, learn):
-        if self.scaler: self.scaler.step(learn.opt); self.scaler.update()
-        else: learn.opt.step()
+def accuracy_of(probs:Tensor, # (N, n_classes) probabilities or scores
+                targs:Tensor, # (N,) class indices
+               )->float: # the fraction of the N items classified right
+    "The fraction of items whose top probability is at their class, e.g. `accuracy_of(*predict(model, dl))`."
+    if probs.ndim != 2 or targs.shape != probs.shape[:1]:
+        raise ValueError(f"accuracy_of: expected probabilities (N, n_classes) and targets (N,), got "
+                         f"{_shape(probs)} and {_shape(targs)}")
+    if len(targs) == 0: raise ValueError("accuracy_of: no items to score")
+    return (probs.argmax(dim=1) == targs).float().mean().item()

@@ -4,11 +4,13 @@
 
 # %% ../nbs/08_optimizers.ipynb #2f109b23
 from __future__ import annotations
-import math, time
+import math, numbers, time
+from copy import deepcopy
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
-from .learner import Callback, Learner
+from .datasets import loader_len
+from .learner import Callback, Learner, MetricsCB
 
 # %% auto #0
 __all__ = ['SGD', 'ewma', 'Momentum', 'RMSProp', 'Adam', 'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'get_mom', 'set_mom',
@@ -143,15 +145,33 @@ class Adam(SGD):
         p.addcdiv_(avg_hat, sqr_hat.sqrt().add_(group['eps']), value=-group['lr'])
 
 # %% ../nbs/08_optimizers.ipynb #d3276b5c
+def _hypers(opt)->list:
+    "A copy of every parameter group's hyper-parameters (all but the parameters themselves)."
+    return [deepcopy({k: v for k, v in g.items() if k != 'params'}) for g in opt.param_groups]
+
 class BaseSchedCB(Callback):
-    "Make a learning-rate scheduler from the optimizer when the fit starts; subclasses decide when to `step` it."
+    "Make a scheduler when the fit starts and step it (subclasses say when); restore the hyper-parameters."
     order = 60
     def __init__(self,
-                 sched_func, # `sched_func(opt)` makes the scheduler, e.g. `partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.01, total_steps=n)`
-                ): self.sched_func = sched_func
-    def before_fit(self, learn): self.sched = self.sched_func(learn.opt)
+                 sched_func, # `sched_func(opt)` makes the scheduler, e.g. `partial(StepLR, step_size=1)`
+                ):
+        if not callable(sched_func): raise TypeError(f"{type(self).__name__}: sched_func must be callable "
+                                                     "(opt -> scheduler)")
+        self.sched_func = sched_func
+    def make_sched(self, learn):
+        "The scheduler for this fit."
+        return self.sched_func(learn.opt)
+    def before_fit(self, learn):
+        self.saved = _hypers(learn.opt)  # before the scheduler writes its first values
+        self.sched = self.make_sched(learn)
     def _step(self, learn):
         if learn.training: self.sched.step()
+    def cleanup_fit(self, learn):  # finished, cancelled or failed: the optimizer's own lr, momentum... again
+        if (saved := getattr(self, 'saved', None)) is None: return
+        for g, h in zip(learn.opt.param_groups, saved):
+            for k in [k for k in g if k != 'params' and k not in h]: del g[k]  # e.g. torch's `initial_lr`
+            g.update(h)
+        self.saved = None
 
 class BatchSchedCB(BaseSchedCB):
     "Step the scheduler after every training batch."
@@ -173,8 +193,10 @@ def get_mom(group:dict)->float:
 def set_mom(group:dict, v:float):
     "Set the momentum of a parameter group, under whichever name its optimizer uses."
     k = next((k for k in _MOM_KEYS if k in group), None)
-    if k is None: raise ValueError(f"this parameter group has no momentum (none of {', '.join(_MOM_KEYS)}): its keys are "
-                                   f"{sorted(k for k in group if k != 'params')}; use an optimizer with momentum, or do not schedule it")
+    if k is None:
+        raise ValueError(f"this parameter group has no momentum (none of {', '.join(_MOM_KEYS)}): its keys "
+                         f"are {sorted(k for k in group if k != 'params')}; use an optimizer with momentum, "
+                         f"or do not schedule it")
     group[k] = (v, *group[k][1:]) if k == 'betas' else v
 
 def _lr(learn):
@@ -192,11 +214,16 @@ class RecorderCB(Callback):
     order = 50
     def __init__(self,
                  **getters, # name=function(learn) -> number; default `lr`, `mom` (of the first parameter group) and `loss`
-                ): self.getters = getters or dict(lr=_lr, mom=_mom, loss=_loss)
+                ):
+        if bad := [k for k, f in getters.items() if not callable(f)]:
+            raise TypeError(f"RecorderCB: {', '.join(bad)} must be functions of the learner, e.g. lr=lambda "
+                            "learn: ...")
+        self.getters, self.recs = getters or dict(lr=_lr, mom=_mom, loss=_loss), {}
     def before_fit(self, learn): self.recs = {k: [] for k in self.getters}
     def after_batch(self, learn):
         if not learn.training: return
-        for k, f in self.getters.items(): self.recs[k].append(f(learn))
+        row = {k: f(learn) for k, f in self.getters.items()}  # all read first: a failing getter, no half row
+        for k, v in row.items(): self.recs[k].append(v)
     def plot(self,
              names:list=None, # which records to plot; default all
              smooth:float=0., # if > 0, draw the debiased EWMA with this beta over the raw values of the records in `smooth_keys`
@@ -204,8 +231,11 @@ class RecorderCB(Callback):
              figsize:tuple=None, # default 4 x 2.8 inches per plot
             ): # the axes, one per record
         "One plot per record, against the batch number."
+        if not self.recs: raise ValueError("RecorderCB.plot: nothing recorded yet; fit with this callback "
+                                           "first")
         names = names or list(self.recs)
-        if missing := [k for k in names if k not in self.recs]: raise ValueError(f"RecorderCB.plot: nothing recorded as {missing}; recorded: {list(self.recs)}")
+        if missing := [k for k in names if k not in self.recs]:
+            raise ValueError(f"RecorderCB.plot: nothing recorded as {missing}; recorded: {list(self.recs)}")
         _, axs = plt.subplots(1, len(names), figsize=figsize or (4*len(names), 2.8), squeeze=False, layout='constrained')
         for ax, k in zip(axs[0], names):
             sm = smooth and k in smooth_keys
@@ -246,16 +276,28 @@ class OneCycle:
                  pct_start:float=0.3, # fraction of the steps spent warming up
                  div_factor:float=25., # the first learning rate is `max_lr/div_factor`
                  final_div_factor:float=1e4, # the last is `max_lr/div_factor/final_div_factor`
-                 moms:tuple=(0.95, 0.85, 0.95), # momentum at the start, at the peak and at the end; None: leave the momentum alone
+                 moms:tuple=(0.95, 0.85, 0.95), # momentum at the start, the peak and the end; None: leave it
                 ):
         groups = opt.param_groups
-        if not isinstance(total_steps, int) or total_steps < 2: raise ValueError(f"OneCycle: total_steps must be an integer >= 2, got {total_steps!r}")
-        if not 0 < pct_start < 1: raise ValueError(f"OneCycle: pct_start must be between 0 and 1 (the warm-up's share of the steps), got {pct_start!r}")
+        if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 2:
+            raise ValueError(f"OneCycle: total_steps must be an integer >= 2, got {total_steps!r}")
+        _check_num("OneCycle: pct_start (the warm-up's share of the steps)", pct_start, hi=1, lo_open=True)
+        _check_num("OneCycle: div_factor", div_factor, lo_open=True)
+        _check_num("OneCycle: final_div_factor", final_div_factor, lo_open=True)
         self.max_lrs = list(max_lr) if isinstance(max_lr, (list, tuple)) else [max_lr] * len(groups)
-        if len(self.max_lrs) != len(groups): raise ValueError(f"OneCycle: got {len(self.max_lrs)} max_lr values for {len(groups)} parameter groups; give one per group, or a single number")
-        if moms is not None and any(math.isnan(get_mom(g)) for g in groups):
-            raise ValueError(f"OneCycle: {type(opt).__name__} has no momentum to schedule; use an optimizer with one (Momentum, Adam) or pass moms=None")
-        self.opt, self.total_steps, self.moms, self.last_step = opt, total_steps, moms, 0
+        if len(self.max_lrs) != len(groups):
+            raise ValueError(f"OneCycle: got {len(self.max_lrs)} max_lr values for {len(groups)} parameter "
+                             f"groups; give one per group, or a single number")
+        for v in self.max_lrs: _check_num("OneCycle: max_lr", v, lo_open=True)
+        if moms is not None:
+            if not isinstance(moms, (list, tuple)) or len(moms) != 3:
+                raise ValueError(f"OneCycle: moms must be three momentums (start, peak, end) or None, got "
+                                 f"{moms!r}")
+            for m in moms: _check_num("OneCycle: each of moms", m, hi=1)
+            if any(math.isnan(get_mom(g)) for g in groups):
+                raise ValueError(f"OneCycle: {type(opt).__name__} has no momentum to schedule; use an "
+                                 f"optimizer with one (Momentum, Adam) or pass moms=None")
+        self.opt, self.total_steps, self.moms, self.last_step = opt, int(total_steps), moms, 0
         self.kw = dict(pct_start=pct_start, div_factor=div_factor, final_div_factor=final_div_factor, moms=moms or (0., 0., 0.))
         self._apply()
 
@@ -263,7 +305,8 @@ class OneCycle:
         "Move on to the next step's learning rate and momentum."
         self.last_step += 1
         if self.last_step > self.total_steps:
-            raise ValueError(f"OneCycle: stepped {self.last_step} times but total_steps is {self.total_steps}; make it n_epochs * len(dls.train)")
+            raise ValueError(f"OneCycle: stepped {self.last_step} times but total_steps is "
+                             f"{self.total_steps}; make it n_epochs * len(dls.train)")
         self._apply()
 
     def _apply(self):
@@ -279,33 +322,42 @@ class OneCycle:
 def train_steps(learn:Learner)->int:
     "Training batches in the whole fit: `n_epochs * len(dls.train)`."
     dl = learn.dls.train
-    if not hasattr(dl, '__len__'):
-        raise ValueError(f"the training loader {type(dl).__name__} has no len(), so a schedule cannot know the fit's length; "
-                         f"use a loader with a length, or a scheduler callback given total_steps")
-    return learn.n_epochs * len(dl)
+    if (n := loader_len(dl)) is None:
+        raise ValueError(f"the training loader ({type(dl).__name__}) has no length, so a schedule "
+                         f"cannot know the fit's length; use a loader with a length, or a scheduler "
+                         f"callback given total_steps")
+    return learn.n_epochs * n
 
 class OneCycleCB(BatchSchedCB):
     "The 1cycle schedule (`OneCycle`) stepped after every training batch, its length read from the Learner when the fit starts."
     def __init__(self,
-                 max_lr:float, # peak learning rate
+                 max_lr:float, # peak learning rate (or a list, one per parameter group)
                  **kwargs, # more arguments of `OneCycle`: pct_start, div_factor, final_div_factor, moms
-                ): self.max_lr, self.kwargs = max_lr, kwargs
-    def before_fit(self, learn):
-        if learn.do_train: self.sched = OneCycle(learn.opt, self.max_lr, train_steps(learn), **self.kwargs)
-    def _step(self, learn):
-        if learn.training: self.sched.step()
+                ):
+        for v in (max_lr if isinstance(max_lr, (list, tuple)) else [max_lr]):
+            _check_num("OneCycleCB: max_lr", v, lo_open=True)
+        self.max_lr, self.kwargs = max_lr, kwargs
+    def make_sched(self, learn):
+        "`OneCycle` over the fit's training batches (none when the fit does not train)."
+        if not learn.do_train: return None
+        if (n := train_steps(learn)) < 2:
+            raise ValueError(f"OneCycleCB: this fit has {n} training batch; 1cycle needs at least 2 (more "
+                             "epochs, or smaller batches)")
+        return OneCycle(learn.opt, self.max_lr, n, **self.kwargs)
 
 def fit_one_cycle(self:Learner,
                   n_epochs:int, # passes over the training data
                   lr:float=None, # peak learning rate (default: the Learner's `lr`)
                   cbs:list=(), # extra callbacks for this fit
+                  valid:bool=True, # run the validation pass of each epoch
                   **kwargs, # more arguments of `OneCycle`
                  )->dict: # the record: epochs, lr, the metrics of every epoch (`hist`, with a `MetricsCB`), minutes
     "Fit `n_epochs` under the 1cycle schedule and return a record of the run."
     lr = self.lr if lr is None else lr
     t0 = time.perf_counter()
-    self.fit(n_epochs, cbs=[OneCycleCB(lr, **kwargs), *cbs])
-    metrics = getattr(self, 'metrics', None)
+    sched = OneCycleCB(lr, **kwargs)
+    self.fit(n_epochs, valid=valid, cbs=[sched, *cbs] if isinstance(cbs, (list, tuple)) else cbs)
+    metrics = next((cb for cb in [*self.cbs, *cbs] if isinstance(cb, MetricsCB)), None)  # this fit's
     return dict(epochs=n_epochs, lr=lr, hist=list(metrics.hist) if metrics is not None else [],
                 minutes=(time.perf_counter() - t0) / 60)
 

@@ -1,5 +1,6 @@
 "Tests of miniai.activations: hooks are removed (also on errors), append_stats' numbers, ActivationStats' records and errors."
 import copy
+from functools import partial
 
 import matplotlib
 matplotlib.use('Agg')
@@ -9,22 +10,19 @@ import torch
 from torch import nn
 
 from miniai.activations import ActivationStats, Hook, Hooks, append_stats
-from miniai.datasets import DataLoaders
 from miniai.learner import Callback, Learner, TrainCB
 
 
-def toy_model(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+@pytest.fixture
+def toy_model(toy_model):
+    "conftest's toy model with two hidden layers: Linear, ReLU, Linear, ReLU, Linear."
+    return partial(toy_model, depth=2)
 
 
-def toy_dls(n_train=80, n_valid=40, bs=16, seed=0):
-    "Random inputs with learnable labels; training batches in a fixed order (no shuffle) so a test can recompute them."
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n_train + n_valid, 8, generator=g)
-    y = (x @ torch.randn(8, 4, generator=g)).argmax(1)
-    ds = lambda a, b: torch.utils.data.TensorDataset(x[a:b], y[a:b])
-    return DataLoaders(torch.utils.data.DataLoader(ds(0, n_train), bs), torch.utils.data.DataLoader(ds(n_train, None), bs))
+@pytest.fixture
+def toy_dls(toy_dls):
+    "conftest's toy data, with the training batches in a fixed order (no shuffle) so a test can recompute them."
+    return partial(toy_dls, n_train=80, n_valid=40, shuffle=False)
 
 
 def n_hooks(model): return sum(len(m._forward_hooks) for m in model.modules())
@@ -43,7 +41,7 @@ def test_hook_calls_f_with_itself_and_is_removed_after_with_block():
     assert n_hooks(lin) == 0
 
 
-def test_hooks_hook_the_children_of_a_model_and_are_removed_after_with_block():
+def test_hooks_hook_the_children_of_a_model_and_are_removed_after_with_block(toy_model):
     model, x = toy_model(), torch.randn(4, 8)
     with Hooks(model, append_stats) as hooks:
         assert len(hooks) == 5 and n_hooks(model) == 5
@@ -54,7 +52,7 @@ def test_hooks_hook_the_children_of_a_model_and_are_removed_after_with_block():
     assert [len(h.stats['mean']) for h in hooks] == [2]*5
 
 
-def test_hooks_are_removed_when_the_block_raises_and_the_error_propagates():
+def test_hooks_are_removed_when_the_block_raises_and_the_error_propagates(toy_model):
     model = toy_model()
     with pytest.raises(RuntimeError, match='boom'):
         with Hooks([model[1], model[3]], append_stats) as hooks:
@@ -64,7 +62,7 @@ def test_hooks_are_removed_when_the_block_raises_and_the_error_propagates():
     assert n_hooks(model) == 0 and len(hooks[0].stats['mean']) == 1
 
 
-def test_hooks_reject_bad_input_before_registering_anything():
+def test_hooks_reject_bad_input_before_registering_anything(toy_model):
     model = toy_model()
     with pytest.raises(TypeError, match=r"only hook nn.Modules, got \['str'\]"): Hooks([model[0], 'relu'], append_stats)
     assert n_hooks(model) == 0
@@ -103,7 +101,7 @@ def test_append_stats_rejects_a_module_without_a_tensor_output():
 
 # --- ActivationStats -----------------------------------------------------------------------------------------------
 
-def test_activation_stats_one_entry_per_hooked_layer_per_training_batch():
+def test_activation_stats_one_entry_per_hooked_layer_per_training_batch(toy_dls, toy_model):
     model, dls = toy_model(), toy_dls(n_train=80, n_valid=40, bs=16)
     stats = ActivationStats(nn.ReLU)
     Learner(model, dls, lr=0.1, cbs=[TrainCB(), stats]).fit(3)  # validation batches are not recorded
@@ -113,7 +111,7 @@ def test_activation_stats_one_entry_per_hooked_layer_per_training_batch():
     assert n_hooks(model) == 0
 
 
-def test_activation_stats_values_are_those_of_the_batch():
+def test_activation_stats_values_are_those_of_the_batch(toy_dls, toy_model):
     model, dls = toy_model(), toy_dls()
     before = copy.deepcopy(model)
     stats = ActivationStats(nn.ReLU, nbins=10, hmax=5.)
@@ -127,7 +125,7 @@ def test_activation_stats_values_are_those_of_the_batch():
     assert not torch.equal(stats.means[:, 0], stats.means[:, -1])  # training changed the activations
 
 
-def test_activation_stats_default_hooks_the_children_and_resets_each_fit():
+def test_activation_stats_default_hooks_the_children_and_resets_each_fit(toy_dls, toy_model):
     model, dls = toy_model(), toy_dls(n_train=32, bs=16)
     stats = ActivationStats()
     learn = Learner(model, dls, cbs=[TrainCB(), stats])
@@ -137,7 +135,7 @@ def test_activation_stats_default_hooks_the_children_and_resets_each_fit():
     assert stats.means.shape == (5, 4)
 
 
-def test_activation_stats_removes_hooks_when_the_fit_fails():
+def test_activation_stats_removes_hooks_when_the_fit_fails(toy_dls, toy_model):
     class Fail(Callback):
         def after_batch(self, learn):
             if learn.iter == 1: raise KeyError('stop')
@@ -147,7 +145,7 @@ def test_activation_stats_removes_hooks_when_the_fit_fails():
     assert n_hooks(model) == 0 and stats.means.shape == (2, 2)
 
 
-def test_activation_stats_errors():
+def test_activation_stats_errors(toy_dls, toy_model):
     with pytest.raises(TypeError, match='mods must be None, a module type'): ActivationStats('relu')
     with pytest.raises(ValueError, match='nothing recorded yet'): ActivationStats().means
     model = toy_model()
@@ -159,7 +157,7 @@ def test_activation_stats_errors():
     with pytest.raises(ValueError, match='no training batch was recorded'): stats.means
 
 
-def test_activation_stats_plots_one_line_or_image_per_layer():
+def test_activation_stats_plots_one_line_or_image_per_layer(toy_dls, toy_model):
     stats = ActivationStats(nn.ReLU)
     Learner(toy_model(), toy_dls(), cbs=[TrainCB(), stats]).fit(1)
     axs = stats.plot_stats()

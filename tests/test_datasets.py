@@ -6,6 +6,7 @@ import numpy as np
 import pytest, torch
 from miniai.data import load_fashion_mnist
 from miniai.datasets import (FASHION_MEAN, FASHION_STD, BatchDataset, Compose, DataLoaders, IndexBatches, batch_loader, fashion_dls,
+                             loader_len, mnist_tensors, mnist_dls,
                              fashion_prep, get_grid, normalize, show_image, show_images, subplots, to_float)
 
 
@@ -132,16 +133,81 @@ def test_from_datasets_per_item_and_batched():
     with pytest.raises(TypeError, match='only apply to per-item'): DataLoaders.from_datasets(BatchDataset(x, y), BatchDataset(x, y), batched=True, collate_fn=None)
 
 
-@pytest.mark.parametrize('bad', [0, -3, 2.5])
-def test_bad_batch_size(bad):
-    with pytest.raises(ValueError, match='bs must be a positive integer'): fashion_dls(bs=bad)
-    with pytest.raises(ValueError, match='bs must be a positive integer'): IndexBatches(10, bad)
+@pytest.mark.parametrize('bad,exc', [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError), ('8', TypeError)])
+def test_bad_batch_size(bad, exc):
+    "Zero, negative, fractional sizes and bools (which Python would take for 1) are refused with one clear error."
+    for make in (lambda: fashion_dls(bs=bad), lambda: IndexBatches(10, bad), lambda: mnist_dls(bs=bad),
+                 lambda: DataLoaders.from_datasets(BatchDataset(torch.zeros(4), torch.zeros(4)), BatchDataset(torch.zeros(4), torch.zeros(4)), bs=bad)):
+        with pytest.raises(exc, match=r'bs must be (a whole number|at least 1)'): make()
 
 
 def test_bad_subset_sizes_and_mismatched_dataset():
-    with pytest.raises(ValueError, match='n_train must be an integer from 1 to 60,000'): fashion_dls(n_train=0)
-    with pytest.raises(ValueError, match='n_valid must be an integer from 1 to 10,000'): fashion_dls(n_valid=10_001)
+    with pytest.raises(ValueError, match=r'n_train \(or None for all 60,000\) must be from 1 to 60,000, got 0'): fashion_dls(n_train=0)
+    with pytest.raises(ValueError, match='n_train.*got -5'): fashion_dls(n_train=-5)
+    with pytest.raises(ValueError, match=r'n_valid.*must be from 1 to 10,000, got 10,001'): fashion_dls(n_valid=10_001)
+    with pytest.raises(TypeError, match='n_valid.*whole number, got bool'): fashion_dls(n_valid=True)
     with pytest.raises(ValueError, match='x has 3 items but y has 2'): BatchDataset(torch.zeros(3), torch.zeros(2))
+
+
+@pytest.mark.parametrize('kw,exc,match', [
+    (dict(num_workers=-1), ValueError, 'num_workers must be at least 0'), (dict(num_workers=True), TypeError, 'num_workers'),
+    (dict(seed=1.5), TypeError, 'seed must be a whole number'), (dict(seed=2**70), ValueError, 'seed must be from'),
+    (dict(tfm='flip'), TypeError, 'tfm must be callable')])
+def test_fashion_dls_other_arguments(kw, exc, match):
+    with pytest.raises(exc, match=match): fashion_dls(n_train=8, n_valid=8, **kw)
+
+
+def test_zero_items_give_no_batches_not_one_empty_batch():
+    assert list(IndexBatches(0, 4)) == [] and len(IndexBatches(0, 4)) == 0
+    assert list(IndexBatches(0, 4, shuffle=True)) == [] and list(IndexBatches(3, 4, drop_last=True)) == []
+    empty = BatchDataset(torch.zeros(0, 2), torch.zeros(0))
+    assert list(batch_loader(empty, 4)) == [] and len(batch_loader(empty, 4)) == 0
+    with pytest.raises(ValueError, match='n \\(the number of items\\) must be at least 0'): IndexBatches(-1, 4)
+    with pytest.raises(ValueError, match='train_ds has no items'): DataLoaders.from_datasets(empty, BatchDataset(torch.zeros(2), torch.zeros(2)), batched=True)
+    with pytest.raises(ValueError, match='valid_ds has no items'): DataLoaders.from_datasets(BatchDataset(torch.zeros(2), torch.zeros(2)), empty, batched=True)
+    with pytest.raises(ValueError, match='gave no batches'): DataLoaders([], []).one_batch()
+
+
+def test_loaders_that_are_used_up_or_not_iterable_are_refused():
+    with pytest.raises(TypeError, match='iterator.*used up after one pass'): DataLoaders((b for b in [1, 2]), [])
+    with pytest.raises(TypeError, match='valid is an iterator'): DataLoaders([], iter([1]))
+    with pytest.raises(TypeError, match='must be an iterable of batches'): DataLoaders(5, [])
+    assert DataLoaders([1], None).valid is None
+
+
+class Stream(torch.utils.data.IterableDataset):
+    "Batches from a stream: no length."
+    def __iter__(self): return iter([(torch.zeros(2, 3), torch.zeros(2))] * 3)
+
+
+def test_loader_len_and_repr_of_a_loader_without_length():
+    dl = torch.utils.data.DataLoader(Stream(), batch_size=None)
+    with pytest.raises(TypeError): len(dl)  # what loader_len is for
+    assert loader_len(dl) is None and loader_len([1, 2]) == 2 and loader_len(IndexBatches(10, 3)) == 4
+    assert repr(DataLoaders(dl, [1])) == 'DataLoaders(train: ? batches, valid: 1 batches)'
+
+
+def test_normalize_to_float_compose_and_plot_helpers_refuse_bad_input():
+    with pytest.raises(ValueError, match='std must be a positive number'): normalize(torch.ones(2), std=0)
+    with pytest.raises(TypeError, match='expected a uint8 tensor'): to_float([1, 2])
+    with pytest.raises(TypeError, match='every step must be callable'): Compose(to_float, 3)
+    with pytest.raises(TypeError, match='tfm must be callable'): BatchDataset(torch.zeros(2), torch.zeros(2), tfm='x')
+    with pytest.raises(ValueError, match='nrows must be at least 1'): subplots(0, 2)
+    with pytest.raises(TypeError, match='ncols must be a whole number'): get_grid(4, ncols=2.5)
+    with pytest.raises(ValueError, match='nrows must be at least 1'): get_grid(4, nrows=0)
+    with pytest.raises(ValueError, match='imsize must be a positive number'): subplots(1, 1, imsize=-1)
+    with pytest.raises(ValueError, match='got no images'): show_images(torch.zeros(0, 4, 4))
+
+
+def test_mnist_tensors_and_dls():
+    xt, yt, xv, yv = mnist_tensors()
+    assert xt.shape == (4000, 1, 28, 28) and xv.shape == (1000, 1, 28, 28) and yt.dtype == torch.int64
+    assert xt.min() == -1 and xt.max() == 1 and yt.bincount().tolist() == [400]*10
+    a, b = mnist_dls(64, seed=3), mnist_dls(64, seed=3)
+    assert len(a.train) == 63 and len(a.valid) == 8
+    xb, yb = a.one_batch(); xb2, yb2 = b.one_batch()
+    assert torch.equal(xb, xb2) and xb.shape == (64, 1, 28, 28) and torch.equal(a.one_batch(valid=True)[0], xv[:128])
+    with pytest.raises(TypeError, match='mnist_dls: seed'): mnist_dls(seed='1')
 
 
 @pytest.mark.parametrize('shape', [(28, 28), (1, 28, 28), (3, 28, 28)])
@@ -183,7 +249,7 @@ def test_get_grid(n, nrows, ncols, grid):
 
 
 def test_get_grid_errors():
-    with pytest.raises(ValueError, match='at least one'): get_grid(0)
+    with pytest.raises(ValueError, match='n \(the number of axes\) must be at least 1'): get_grid(0)
     with pytest.raises(ValueError, match='2 rows x 2 columns cannot hold 5'): get_grid(5, 2, 2)
 
 

@@ -1,10 +1,11 @@
 import pytest, torch
 from torch import nn
 import torch.nn.functional as F
-from miniai.resnet import (ResBlock, resnet, summary, autocast_dtype, MixedPrecision, flip_batch, crop_batch, erase_batch, predict,
-                           accuracy_of)
-from miniai.learner import Learner, TrainCB, MetricsCB, Accuracy, set_seed
+import warnings
+import miniai.learner
 from miniai.datasets import DataLoaders
+from miniai.resnet import ResBlock, resnet, summary, flip_batch, crop_batch, erase_batch, predict, accuracy_of
+from miniai.learner import Learner, TrainCB, MetricsCB, Accuracy, set_seed, autocast_dtype, MixedPrecision, Callback
 
 
 @pytest.mark.parametrize('size,stride,out', [(28, 2, 14), (7, 2, 4), (8, 1, 8)])
@@ -71,18 +72,10 @@ def test_autocast_dtype():
     assert autocast_dtype('cpu') in (torch.bfloat16, None)
 
 
-def _tiny_dls(n=256):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 1, 8, 8, generator=g); y = (x.mean((1, 2, 3)) > 0).long()
-    batches = lambda: [(x[i:i+32], y[i:i+32]) for i in range(0, n, 32)]
-    class DL(list): pass
-    return DataLoaders(DL(batches()), DL(batches()))
-
-
-def test_mixed_precision_trains_and_is_reproducible():
+def test_mixed_precision_trains_and_is_reproducible(image_dls):
     def fit():
         set_seed(3)
-        learn = Learner(resnet((4, 8)), _tiny_dls(), F.cross_entropy, lr=0.05, cbs=[MixedPrecision('cpu'), MetricsCB(Accuracy())],
+        learn = Learner(resnet((4, 8)), image_dls(), F.cross_entropy, lr=0.05, cbs=[MixedPrecision('cpu'), MetricsCB(Accuracy())],
                         opt_func=torch.optim.AdamW)
         learn.fit(3)
         return learn.metrics.hist
@@ -107,3 +100,107 @@ def test_resnet_full_resolution_blocks():
     assert len(full) == 2                                     # stride 1, same channels: identity shortcuts
     x = torch.randn(2, 1, 28, 28)
     assert m2[:3](x).shape == (2, 8, 28, 28) and m2(x).shape == (2, 10)
+
+
+# --- mixed precision: one home (miniai.learner), a clean float32 fallback, n_inp ------------------------------------
+
+X86 = dict(architecture='x86_64', avx2=True, avx512_f=False, avx512_bf16=False, amx_bf16=False)
+
+@pytest.mark.parametrize('caps,expected', [
+    (X86, None),                                                        # AVX2 only, like this machine: float32
+    ({**X86, 'avx512_f': True}, None),                                  # AVX-512 without BF16: oneDNN would emulate, slowly
+    ({**X86, 'avx512_f': True, 'avx512_bf16': True}, torch.bfloat16),   # AVX512-BF16
+    ({**X86, 'amx_bf16': True}, torch.bfloat16)])                       # AMX
+def test_autocast_dtype_asks_for_the_bf16_instructions(monkeypatch, caps, expected):
+    monkeypatch.setattr(torch.cpu, 'get_capabilities', lambda: caps)
+    assert autocast_dtype('cpu') is expected and autocast_dtype(torch.device('cpu')) is expected
+    assert MixedPrecision('cpu').dtype is expected
+
+
+def test_autocast_dtype_on_this_machine_and_bad_devices():
+    caps = torch.cpu.get_capabilities()
+    if caps.get('architecture') == 'x86_64':
+        assert (autocast_dtype('cpu') is torch.bfloat16) == bool(caps['avx512_bf16'] or caps['amx_bf16'])
+    with pytest.raises(ValueError, match="'gpu' is not a device"): autocast_dtype('gpu')
+    assert not hasattr(__import__('miniai.resnet').resnet, 'MixedPrecision')  # one home: miniai.learner
+
+
+def test_mixed_precision_falls_back_to_exactly_the_float32_step(monkeypatch, image_dls):
+    "Where autocast_dtype says None, MixedPrecision trains exactly as TrainCB does, without autocast and without warnings."
+    monkeypatch.setattr(miniai.learner, 'autocast_dtype', lambda device: None)
+    seen = []
+    class Watch(Callback):
+        def after_batch(self, learn): seen.append((torch.is_autocast_enabled('cpu'), learn.preds.dtype))
+    def fit(cb):
+        set_seed(1); model = resnet((4, 8))
+        Learner(model, image_dls(), lr=0.05, cbs=[cb, Watch()], opt_func=torch.optim.AdamW).fit(1)
+        return model
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        mp = MixedPrecision('cpu'); m1 = fit(mp)
+    m2 = fit(TrainCB())
+    assert mp.dtype is None and mp.scaler is None and set(seen) == {(False, torch.float32)}
+    assert all(torch.equal(a, b) for a, b in zip(m1.state_dict().values(), m2.state_dict().values()))
+
+
+def test_mixed_precision_in_bf16_honours_n_inp_and_leaves_no_autocast_on(monkeypatch):
+    "Forced to bf16 (emulated where the CPU lacks it): batches (x, y, w) with n_inp=1; autocast only inside the step."
+    monkeypatch.setattr(miniai.learner, 'autocast_dtype', lambda device: torch.bfloat16)
+    g = torch.Generator().manual_seed(0)
+    x, y, w = torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 2, (64,), generator=g), torch.rand(64, generator=g)
+    batches = [(x[i:i+16], y[i:i+16], w[i:i+16]) for i in range(0, 64, 16)]
+    wce = lambda p, y, w: (F.cross_entropy(p.float(), y, reduction='none') * w).mean()
+    dtypes = []
+    class Watch(Callback):
+        order = 1
+        def after_batch(self, learn): dtypes.append(learn.preds.dtype)
+        def cleanup_fit(self, learn): dtypes.append(torch.is_autocast_enabled('cpu'))
+    mp = MixedPrecision('cpu', n_inp=1)
+    learn = Learner(resnet((4, 8), n_out=2), DataLoaders(batches, batches), wce, lr=0.05, cbs=[mp, Watch(), MetricsCB(Accuracy())])
+    learn.fit(1)
+    assert mp.dtype is torch.bfloat16 and dtypes[0] == torch.bfloat16 and dtypes[-1] is False
+    assert learn.metrics.hist[0]['valid_loss'] > 0 and next(learn.model.parameters()).dtype == torch.float32
+    class Boom(Callback):
+        def get_loss(self, learn): raise KeyError('boom')  # fails after the autocast of predict was left
+    with pytest.raises(KeyError): Learner(resnet((4, 8), n_out=2), DataLoaders(batches, batches), wce, cbs=[mp, Boom()]).fit(1)
+    assert not torch.is_autocast_enabled('cpu')
+    with pytest.raises(ValueError, match='n_inp must be at least 1'): MixedPrecision('cpu', n_inp=0)
+
+
+# --- predict, accuracy_of and the building blocks refuse bad input -------------------------------------------------
+
+def test_predict_restores_each_modules_mode_and_handles_n_inp():
+    m = nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(16, 3)); m.eval(); m[1].train()
+    class Two(nn.Module):
+        def __init__(self): super().__init__(); self.m = m
+        def forward(self, a, b): return self.m(a + b)
+    x = torch.randn(5, 1, 4, 4)
+    p, t = predict(Two(), [(x, x, torch.arange(5))], n_inp=2)
+    assert p.shape == (5, 3) and torch.equal(t, torch.arange(5)) and not m.training and m[1].training
+    with pytest.raises(ValueError, match='dl gave no batches'): predict(m, [])
+
+
+def test_accuracy_of_checks_its_input():
+    assert accuracy_of.__doc__ and accuracy_of(torch.eye(3), torch.tensor([0, 1, 1])) == pytest.approx(2/3)
+    with pytest.raises(ValueError, match=r'expected probabilities \(N, n_classes\) and targets \(N,\)'): accuracy_of(torch.eye(3), torch.zeros(4))
+    with pytest.raises(ValueError, match='no items'): accuracy_of(torch.zeros(0, 3), torch.zeros(0))
+
+
+@pytest.mark.parametrize('make,exc,match', [
+    (lambda: resnet(()), ValueError, 'nfs must be a non-empty list'), (lambda: resnet((8, 0)), ValueError, 'each of nfs'),
+    (lambda: resnet(n_out=True), TypeError, 'n_out must be a whole number'), (lambda: resnet(n_full=-1), ValueError, 'n_full'),
+    (lambda: ResBlock(4, 8, stride=0), ValueError, 'stride must be at least 1'),
+    (lambda: flip_batch(torch.zeros(2, 4, 4)), ValueError, r'flip_batch: expected a batch of images \(B, C, H, W\)'),
+    (lambda: flip_batch(torch.zeros(2, 1, 4, 4), p=1.5), ValueError, 'p must be a probability'),
+    (lambda: crop_batch(torch.zeros(2, 1, 4, 4), pad=-1), ValueError, 'pad must be at least 0'),
+    (lambda: erase_batch(torch.zeros(2, 1, 4, 4), max_frac=0), ValueError, 'max_frac must be above 0')])
+def test_bad_input_to_the_building_blocks(make, exc, match):
+    with pytest.raises(exc, match=match): make()
+
+
+def test_every_public_name_has_its_own_docstring():
+    import miniai.resnet, miniai.learner, miniai.sgd, miniai.datasets, inspect
+    for mod in (miniai.resnet, miniai.learner, miniai.sgd, miniai.datasets):
+        for name in mod.__all__:
+            obj = getattr(mod, name)
+            if inspect.isclass(obj) or inspect.isfunction(obj): assert obj.__dict__.get('__doc__') or obj.__doc__, f'{mod.__name__}.{name}'

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from miniai.datasets import DataLoaders
-from miniai.learner import Learner, MetricsCB, TrainCB
-from miniai.sgd import (SGD, Adam, BatchSchedCB, EpochSchedCB, Momentum, OneCycle, RecorderCB, RMSProp, ewma, get_mom,
-                        one_cycle, set_mom)
+from miniai.learner import Callback, CancelEpochException, CancelFitException, Learner, MetricsCB, TrainCB
+from miniai.sgd import (SGD, Adam, BatchSchedCB, EpochSchedCB, Momentum, OneCycle, OneCycleCB, RecorderCB, RMSProp, ewma,
+                        get_mom, one_cycle, set_mom, train_steps)
 
 
 def toy_params(dtype=torch.float64, n=20):
@@ -92,9 +92,16 @@ def test_eps_placement_is_detected():
     with pytest.raises(AssertionError): run_pair(lambda ps: AdamEpsInside(ps, lr=0.01), lambda ps: torch.optim.Adam(ps, lr=0.01, **ADAM_KW))
 
 
-def toy_model(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+@pytest.fixture
+def toy_model(toy_model):
+    "conftest's toy model with 6 inputs, two hidden layers of 16 and 3 outputs: Linear layers at 0, 2 and 4."
+    return partial(toy_model, n_in=6, n_out=3, depth=2)
+
+
+@pytest.fixture
+def toy_dls(toy_dls):
+    "conftest's toy data with 6 inputs and 3 classes; 7 training batches of 16 (the last one smaller)."
+    return partial(toy_dls, n_in=6, n_out=3)
 
 
 @pytest.mark.parametrize('ours,theirs', [
@@ -102,7 +109,7 @@ def toy_model(seed=0):
     (partial(Momentum, mom=0.8), None),
     (RMSProp, partial(torch.optim.RMSprop, alpha=0.99, eps=1e-5)),
 ])
-def test_model_with_groups_and_frozen_params(ours, theirs):
+def test_model_with_groups_and_frozen_params(ours, theirs, toy_model):
     "A real model in float32: two parameter groups with different lrs, one parameter without a gradient (left alone, no state)."
     lr = 1e-2
     if theirs is None: theirs, lr_t = partial(torch.optim.SGD, momentum=0.8), lambda lr: lr*(1 - 0.8)  # momentum: convert lr
@@ -137,7 +144,7 @@ def test_sgd_hand_computed():
     torch.testing.assert_close(w.detach(), torch.tensor([0.75, -1.5, 2.25]))
 
 
-def test_state_dict_roundtrip_resumes_exactly(tmp_path):
+def test_state_dict_roundtrip_resumes_exactly(tmp_path, toy_model):
     "Save the optimizer state mid-training (through Learner.save/load, weights_only), load into fresh copies, continue: identical."
     m1 = toy_model(); o1 = Adam(m1.parameters(), lr=1e-2, wd=0.1)
     g = torch.Generator().manual_seed(2)
@@ -203,18 +210,6 @@ def test_get_set_mom():
 
 # ---- schedulers and RecorderCB in the Learner -----------------------------------------------------------------------------
 
-def toy_dls(n_train=100, n_valid=30, bs=16, seed=0):
-    "Random inputs labelled by a fixed random linear map; 7 training batches of 16 (the last one smaller)."
-    g = torch.Generator().manual_seed(seed)
-    w = torch.randn(6, 3, generator=g)
-    x = torch.randn(n_train + n_valid, 6, generator=g)
-    y = (x @ w).argmax(1)
-    tds = torch.utils.data.TensorDataset(x[:n_train], y[:n_train])
-    vds = torch.utils.data.TensorDataset(x[n_train:], y[n_train:])
-    return DataLoaders(torch.utils.data.DataLoader(tds, bs, shuffle=True, generator=torch.Generator().manual_seed(seed)),
-                       torch.utils.data.DataLoader(vds, bs))
-
-
 def two_groups(opt_cls, **kw):
     def f(params, lr):
         ps = list(params)
@@ -222,7 +217,7 @@ def two_groups(opt_cls, **kw):
     return f
 
 
-def test_recorder_one_value_per_batch_with_onecycle():
+def test_recorder_one_value_per_batch_with_onecycle(toy_dls, toy_model):
     dls = toy_dls(); n_epochs = 2; n = n_epochs * len(dls.train)
     rec = RecorderCB()
     learn = Learner(toy_model(), dls, lr=0.05, opt_func=Adam, cbs=[TrainCB(), rec, BatchSchedCB(partial(OneCycle, max_lr=0.05, total_steps=n))])
@@ -232,29 +227,31 @@ def test_recorder_one_value_per_batch_with_onecycle():
     for i in range(n):
         lr, mom = one_cycle(i, n, 0.05)
         assert rec.recs['lr'][i] == pytest.approx(lr, rel=1e-12) and rec.recs['mom'][i] == pytest.approx(mom, rel=1e-12)
-    assert learn.opt.param_groups[0]['beta1'] == pytest.approx(one_cycle(n, n, 0.05)[1])
+    assert learn.opt.param_groups[0]['beta1'] == 0.9 and learn.opt.param_groups[0]['lr'] == 0.05  # Adam's own, again
     axs = rec.plot(smooth=0.9); assert len(axs) == 3
     with pytest.raises(ValueError, match='nothing recorded'): rec.plot(['acc'])
 
 
-def test_recorder_custom_getters():
+def test_recorder_custom_getters(toy_dls, toy_model):
     rec = RecorderCB(lr1=lambda l: l.opt.param_groups[1]['lr'], it=lambda l: l.iter)
     Learner(toy_model(), toy_dls(), lr=0.1, opt_func=two_groups(SGD), cbs=[TrainCB(), rec]).fit(2)
     assert rec.recs['it'] == list(range(7))*2 and rec.recs['lr1'] == [pytest.approx(0.01)]*14
 
 
 @pytest.mark.parametrize('opt_cls', [SGD, Momentum, Adam])
-def test_batch_sched_changes_every_group(opt_cls):
+def test_batch_sched_changes_every_group(opt_cls, toy_dls, toy_model):
     dls = toy_dls()
     cb = BatchSchedCB(partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5))
-    learn = Learner(toy_model(), dls, lr=0.1, opt_func=two_groups(opt_cls), cbs=[TrainCB(), cb])
+    rec = RecorderCB(lr0=lambda l: l.opt.param_groups[0]['lr'], lr1=lambda l: l.opt.param_groups[1]['lr'])
+    learn = Learner(toy_model(), dls, lr=0.1, opt_func=two_groups(opt_cls), cbs=[TrainCB(), rec, cb])
     learn.fit(1)
     nb = len(dls.train)
-    lrs = [g['lr'] for g in learn.opt.param_groups]
-    assert lrs == [pytest.approx(0.1 * 0.5**nb), pytest.approx(0.01 * 0.5**nb)]
+    assert rec.recs['lr0'] == [pytest.approx(0.1 * 0.5**i) for i in range(nb)]
+    assert rec.recs['lr1'] == [pytest.approx(0.01 * 0.5**i) for i in range(nb)]
+    assert [g['lr'] for g in learn.opt.param_groups] == [0.1, 0.01]  # the schedule was for that fit only
 
 
-def test_onecycle_changes_every_group_in_learner():
+def test_onecycle_changes_every_group_in_learner(toy_dls, toy_model):
     dls = toy_dls(); n = len(dls.train)
     rec = RecorderCB(lr0=lambda l: l.opt.param_groups[0]['lr'], lr1=lambda l: l.opt.param_groups[1]['lr'],
                      m1=lambda l: get_mom(l.opt.param_groups[1]))
@@ -265,15 +262,16 @@ def test_onecycle_changes_every_group_in_learner():
         assert rec.recs['m1'][i] == pytest.approx(one_cycle(i, n, 0.1)[1])
 
 
-def test_epoch_sched_steps_once_per_training_epoch():
+def test_epoch_sched_steps_once_per_training_epoch(toy_dls, toy_model):
+    rec = RecorderCB(lr=lambda l: l.opt.param_groups[0]['lr'])
     learn = Learner(toy_model(), toy_dls(), lr=0.1, opt_func=Adam,
-                    cbs=[TrainCB(), EpochSchedCB(partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.1))])
+                    cbs=[TrainCB(), rec, EpochSchedCB(partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.1))])
     learn.fit(3)  # validation passes must not step it
-    assert learn.opt.param_groups[0]['lr'] == pytest.approx(1e-4)
+    assert rec.recs['lr'] == [pytest.approx(0.1)]*7 + [pytest.approx(0.01)]*7 + [pytest.approx(0.001)]*7
 
 
 @pytest.mark.parametrize('opt_func,lr', [(SGD, 0.2), (Momentum, 0.5), (RMSProp, 3e-3), (Adam, 1e-2)])
-def test_each_optimizer_trains_in_learner(opt_func, lr):
+def test_each_optimizer_trains_in_learner(opt_func, lr, toy_dls, toy_model):
     torch.manual_seed(0)
     metrics = MetricsCB(); metrics.log = lambda row: None
     Learner(toy_model(), toy_dls(n_train=320), lr=lr, opt_func=opt_func, cbs=[TrainCB(), metrics]).fit(4)
@@ -306,3 +304,104 @@ def test_ewma():
 ])
 def test_errors(make, exc, match):
     with pytest.raises(exc, match=match): make([torch.zeros(2, requires_grad=True)])
+
+
+# ---- schedules last one fit: the optimizer's hyper-parameters come back, however the fit ends ------------------------
+
+def hypers(opt): return [{k: v for k, v in g.items() if k != 'params'} for g in opt.param_groups]
+
+SCHEDS = {
+    'onecycle': lambda n: BatchSchedCB(partial(OneCycle, max_lr=0.05, total_steps=n)),
+    'torch_onecycle': lambda n: BatchSchedCB(partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.05, total_steps=n)),
+    'torch_step_epoch': lambda n: EpochSchedCB(partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.1)),
+    'onecyclecb': lambda n: OneCycleCB(0.05),
+}
+
+
+@pytest.mark.parametrize('sched', list(SCHEDS))
+@pytest.mark.parametrize('stop', [None, CancelFitException, CancelEpochException, KeyError])
+def test_a_schedule_puts_the_hyper_parameters_back_when_the_fit_ends(sched, stop, toy_dls, toy_model, raise_at):
+    dls = toy_dls(); n = 2 * len(dls.train)
+    opt_func = lambda ps, lr: torch.optim.SGD(ps, lr, momentum=0.9)  # torch's OneCycleLR schedules momentum too
+    learn = Learner(toy_model(), dls, lr=0.3, opt_func=opt_func, cbs=[TrainCB()])
+    learn.fit(1)  # the optimizer exists, with its own lr and momentum
+    before = hypers(learn.opt)
+    rec = RecorderCB(lr=lambda l: l.opt.param_groups[0]['lr'])
+    cbs = [rec, SCHEDS[sched](n)] + ([raise_at('after_batch', stop, nth=4, training=True)] if stop else [])
+    if stop is KeyError:
+        with pytest.raises(KeyError): learn.fit(2, cbs=cbs)
+    else: learn.fit(2, cbs=cbs)
+    assert any(lr != 0.3 for lr in rec.recs['lr'][1:]) or sched == 'torch_step_epoch'  # the schedule did change the lr
+    assert hypers(learn.opt) == before  # lr, momentum back, and no `initial_lr`, `max_lr`... left by torch's schedulers
+    learn.fit(1, cbs=[rec])
+    assert set(rec.recs['lr']) == {0.3}  # the next fit trains at the optimizer's own rate
+
+
+def test_a_schedule_restores_tensor_learning_rates_too(toy_dls, toy_model):
+    learn = Learner(toy_model(), toy_dls(), opt_func=lambda ps, lr: torch.optim.SGD(ps, lr=torch.tensor(0.1)), cbs=[TrainCB()])
+    learn.fit(1, cbs=[BatchSchedCB(partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5))])
+    assert learn.opt.param_groups[0]['lr'].item() == pytest.approx(0.1)
+
+
+def test_onecyclecb_reads_the_length_from_the_learner(toy_dls, toy_model):
+    dls = toy_dls()
+    for n_epochs, valid in ((1, True), (3, False)):
+        rec = RecorderCB()
+        learn = Learner(toy_model(), dls, opt_func=Adam, cbs=[TrainCB(), rec])
+        learn.fit(n_epochs, valid=valid, cbs=[cb := OneCycleCB(0.05)])
+        n = n_epochs * len(dls.train)
+        assert cb.sched.total_steps == n == len(rec.recs['lr']) and cb.sched.last_step == n  # stepped exactly to the end
+        assert rec.recs['lr'] == [pytest.approx(one_cycle(i, n, 0.05)[0], rel=1e-12) for i in range(n)]
+    learn.fit(1, train=False, cbs=[cb := OneCycleCB(0.05)])  # validation only: nothing to schedule
+    assert cb.sched is None
+
+
+def test_fit_one_cycle_record_comes_from_this_fit(toy_dls, toy_model, quiet):
+    learn = Learner(toy_model(), toy_dls(), opt_func=Adam, cbs=[TrainCB()])
+    old = quiet(); learn.fit(2, cbs=[old])
+    rec = learn.fit_one_cycle(2, lr=0.02)
+    assert rec['hist'] == [] and rec['epochs'] == 2 and rec['lr'] == 0.02 and rec['minutes'] > 0  # not the old MetricsCB's rows
+    rec = learn.fit_one_cycle(1, lr=0.02, cbs=[new := quiet()], valid=False)
+    assert rec['hist'] == new.hist and set(rec['hist'][0]) == {'epoch', 'train_loss', 'time'}
+    learn.cbs.append(quiet())
+    assert len(learn.fit_one_cycle(3)['hist']) == 3 and learn.fit_one_cycle(3)['lr'] == learn.lr
+
+
+def test_onecyclecb_on_a_loader_without_length_and_other_bad_fits_are_clear_errors(toy_dls, toy_model):
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self): return iter([(torch.randn(4, 6), torch.zeros(4).long())] * 3)
+    stream = torch.utils.data.DataLoader(Stream(), batch_size=None)
+    learn = Learner(toy_model(), DataLoaders(stream, None), opt_func=Adam, cbs=[TrainCB()])
+    learn.fit(1, valid=False); before = hypers(learn.opt)
+    with pytest.raises(ValueError, match=r'training loader \(DataLoader\) has no length'): learn.fit_one_cycle(1, valid=False)
+    assert hypers(learn.opt) == before
+    with pytest.raises(ValueError, match=r'has no length'): train_steps(learn)
+    one = Learner(toy_model(), DataLoaders([(torch.randn(4, 6), torch.zeros(4).long())], None), opt_func=Adam, cbs=[TrainCB()])
+    with pytest.raises(ValueError, match='this fit has 1 training batch; 1cycle needs at least 2'): one.fit_one_cycle(1, valid=False)
+    with pytest.raises(ValueError, match='OneCycleCB: max_lr must be a number > 0'): OneCycleCB(-0.1)
+    with pytest.raises(TypeError, match='cbs must be a list'): learn.fit_one_cycle(1, cbs=TrainCB())
+    with pytest.raises(ValueError, match='n_epochs must be at least 1'): learn.fit_one_cycle(0)
+
+
+@pytest.mark.parametrize('kw,match', [(dict(pct_start='0.3'), 'pct_start'), (dict(pct_start=0), 'pct_start'),
+    (dict(max_lr=0), 'max_lr must be a number > 0'), (dict(max_lr=[0.1, -1]), 'max_lr values for 1'),
+    (dict(total_steps=True), 'total_steps'), (dict(total_steps=5.0), 'total_steps'), (dict(div_factor=0), 'div_factor'),
+    (dict(final_div_factor=-1), 'final_div_factor'), (dict(moms=(0.9, 0.8)), 'three momentums'), (dict(moms=(0.9, 1.2, 0.9)), 'moms')])
+def test_onecycle_refuses_bad_settings(kw, match):
+    opt = torch.optim.SGD([torch.zeros(2, requires_grad=True)], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=match): OneCycle(opt, **{'max_lr': 0.1, 'total_steps': 10, **kw})
+
+
+def test_recorder_keeps_whole_rows_and_says_what_is_wrong(toy_dls, toy_model):
+    calls = []
+    def flaky(learn):
+        calls.append(1)
+        if len(calls) == 3: raise KeyError('getter broke')
+        return 1.
+    rec = RecorderCB(lr=lambda l: l.opt.param_groups[0]['lr'], flaky=flaky)
+    with pytest.raises(KeyError): Learner(toy_model(), toy_dls(), cbs=[TrainCB(), rec]).fit(1)
+    assert len(rec.recs['lr']) == len(rec.recs['flaky']) == 2  # the failing batch left no half row
+    with pytest.raises(ValueError, match='nothing recorded yet'): RecorderCB().plot()
+    with pytest.raises(TypeError, match='lr must be functions of the learner'): RecorderCB(lr=0.1)
+    with pytest.raises(TypeError, match='sched_func must be callable'): BatchSchedCB(torch.optim.lr_scheduler.StepLR(
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1), step_size=1))
