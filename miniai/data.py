@@ -231,9 +231,9 @@ def download_fashion_mnist(dest:Path, # folder to put the four files in
                            timeout:float=30, # seconds per request
                           )->Path:
     "Download the four Fashion-MNIST files into `dest`, verifying each before it is moved into place."
-    url = url or os.environ.get('MINIAI_FASHION_MNIST_URL') or FASHION_URL
-    if not isinstance(url, str):
-        raise TypeError(f"download_fashion_mnist: url must be a str, got {type(url).__name__}")
+    if url is None: url = os.environ.get('MINIAI_FASHION_MNIST_URL') or FASHION_URL
+    if not isinstance(url, str) or not url:
+        raise TypeError(f"download_fashion_mnist: url must be an address (a non-empty str), got {url!r}")
     timeout = check_number(timeout, 'download_fashion_mnist: timeout', above=0)
     dest = _as_path(dest, 'download_fashion_mnist: dest')
     try: dest.mkdir(parents=True, exist_ok=True)
