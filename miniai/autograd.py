@@ -16,14 +16,21 @@ def unbroadcast(g:Tensor, # gradient in the broadcast (output) shape
                 shape:tuple, # shape of the operand the gradient belongs to
                )->Tensor: # `g` summed down to `shape`
     "Sum `g` over the dimensions that broadcasting added or stretched, so that it has the operand's `shape` again."
+    shape = _as_shape('unbroadcast', shape)
     _check_came_from(g, shape)
     while g.ndim > len(shape): g = g.sum(0)                          # dimensions added in front
     for i, n in enumerate(shape):
         if n == 1 and g.shape[i] != 1: g = g.sum(i, keepdim=True)    # dimensions stretched from size 1
     return g
 
+def _as_shape(op:str, shape)->tuple:
+    "`shape` as a tuple of ints, or a clear `TypeError`."
+    try: return tuple(operator.index(n) for n in shape)
+    except TypeError: raise TypeError(f"{op}: a shape must be a tuple of ints, got {shape!r}") from None
+
 def _check_came_from(g, shape):
     "A `ValueError` unless broadcasting `shape` can give `g`'s shape."
+    if not isinstance(g, Tensor): raise TypeError(f"unbroadcast: g must be a tensor, got {type(g).__name__}")
     if len(shape) > g.ndim or any(s != 1 and s != n for s, n in zip(reversed(shape), reversed(g.shape))):
         raise ValueError(f"unbroadcast: a gradient of shape {tuple(g.shape)} cannot come from broadcasting "
                          f"an operand of shape {tuple(shape)}")
@@ -33,6 +40,7 @@ def broadcast_shape(op:str, # the operation, for the message
                     b:tuple, # shape of the right operand
                    )->torch.Size:
     "The shape `a` and `b` broadcast to, or a `ValueError` that names both shapes and the rule."
+    a, b = _as_shape(op, a), _as_shape(op, b)
     n = max(len(a), len(b))
     pa, pb = (1,)*(n-len(a)) + tuple(a), (1,)*(n-len(b)) + tuple(b)   # lined up from the right
     if any(x != y and x != 1 and y != 1 for x, y in zip(pa, pb)):

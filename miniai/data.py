@@ -43,22 +43,31 @@ def cache_dir(*parts:str, # sub-folders inside the cache, e.g. 'models'
               create:bool=True, # make the folder (and its parents) if it does not exist yet
              )->Path:
     "The cache folder (`$MINIAI_CACHE`, default `~/.cache/miniai`) and `parts`; a `DataError` if unusable."
-    for p in parts:
-        bad = not isinstance(p, (str, os.PathLike)) or not str(p)
-        if bad or Path(p).is_absolute() or '..' in Path(p).parts:
-            raise ValueError(f"cache_dir: {p!r} is not a sub-folder name; give relative names like 'models'")
-    env = os.environ.get(CACHE_VAR, '').strip()
-    where = f"{CACHE_VAR}={env}" if env else f"{CACHE_VAR} is not set, so the cache is ~/.cache/miniai"
-    try: root = Path(env).expanduser() if env else Path.home()/'.cache'/'miniai'
-    except RuntimeError as e:
-        raise DataError(f"no cache folder ({e}; {where}): set {CACHE_VAR} to a folder") from None
-    path = root.joinpath(*parts)
-    if create:
-        try: path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DataError(f"cannot make the cache folder {path} ({e.strerror or e}; {where}): "
-                            f"set {CACHE_VAR} to a folder you may write to") from None
+    path = _cache_root().joinpath(*map(_sub_folder, parts))
+    if create: _make_cache_folder(path)
     return path
+
+def _cache_setting()->str:
+    "Where the cache folder comes from, in words, for error messages."
+    env = os.environ.get(CACHE_VAR, '').strip()
+    return f"{CACHE_VAR}={env}" if env else f"{CACHE_VAR} is not set, so the cache is ~/.cache/miniai"
+
+def _cache_root()->Path:
+    env = os.environ.get(CACHE_VAR, '').strip()
+    try: return Path(env).expanduser() if env else Path.home()/'.cache'/'miniai'
+    except RuntimeError as e:   # no home folder, or ~user unknown
+        raise DataError(f"no cache folder ({e}; {_cache_setting()}): set {CACHE_VAR} to a folder") from None
+
+def _sub_folder(p)->str:
+    if not isinstance(p, (str, os.PathLike)) or not str(p) or Path(p).is_absolute() or '..' in Path(p).parts:
+        raise ValueError(f"cache_dir: {p!r} is not a sub-folder name; give relative names like 'models'")
+    return p
+
+def _make_cache_folder(path:Path):
+    try: path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:        # a file in the way, no permission, a read-only disk
+        raise DataError(f"cannot make the cache folder {path} ({e.strerror or e}; {_cache_setting()}): "
+                        f"set {CACHE_VAR} to a folder you may write to") from None
 
 # %% ../nbs/00_data.ipynb #3b1d7c0e
 def md5(b:bytes)->str:
@@ -231,9 +240,9 @@ def download_fashion_mnist(dest:Path, # folder to put the four files in
                            timeout:float=30, # seconds per request
                           )->Path:
     "Download the four Fashion-MNIST files into `dest`, verifying each before it is moved into place."
-    url = url or os.environ.get('MINIAI_FASHION_MNIST_URL') or FASHION_URL
-    if not isinstance(url, str):
-        raise TypeError(f"download_fashion_mnist: url must be a str, got {type(url).__name__}")
+    if url is None: url = os.environ.get('MINIAI_FASHION_MNIST_URL') or FASHION_URL
+    if not isinstance(url, str) or not url:
+        raise TypeError(f"download_fashion_mnist: url must be an address (a non-empty str), got {url!r}")
     timeout = check_number(timeout, 'download_fashion_mnist: timeout', above=0)
     dest = _as_path(dest, 'download_fashion_mnist: dest')
     try: dest.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,8 @@ def _check_scores(name, x):
     "A clear error unless `x` is a tensor with a last dimension to reduce over."
     if not isinstance(x, Tensor):
         raise TypeError(f"{name}: expected a tensor of scores, got {type(x).__name__}")
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{name}: scores must be real numbers, not {x.dtype}")
     if x.ndim == 0:
         raise ValueError(f"{name}: got a 0-d tensor; give at least one dimension of scores to reduce over")
 

@@ -298,6 +298,9 @@ def test_unbroadcast_rejects_shapes_that_cannot_have_broadcast():
     for g, shape in (((3, 4), (5,)), ((3, 4), (3,)), ((4,), (2, 4)), ((3, 4), (3, 4, 1))):
         with pytest.raises(ValueError, match=r'unbroadcast: a gradient of shape .* cannot come from broadcasting'):
             unbroadcast(torch.ones(g), shape)
+    with pytest.raises(TypeError, match='unbroadcast: a shape must be a tuple of ints'): unbroadcast(torch.ones(2), torch.ones(1))
+    with pytest.raises(TypeError, match='unbroadcast: g must be a tensor'): unbroadcast([1., 2.], (2,))
+    with pytest.raises(TypeError, match=r'\+: a shape must be a tuple of ints'): broadcast_shape('+', (2,), 3)
 
 def test_dims_given_as_numpy_or_tensor_ints():
     import numpy as np

@@ -365,7 +365,8 @@ def test_download_bad_arguments_and_unwritable_dest(monkeypatch, tmp_path):
         with pytest.raises(ValueError, match='download_fashion_mnist: timeout must be'):
             download_fashion_mnist(tmp_path/'d', url='http://127.0.0.1:9/', timeout=bad)
     with pytest.raises(TypeError, match='timeout must be a number'): download_fashion_mnist(tmp_path/'d', timeout='30')
-    with pytest.raises(TypeError, match='url must be a str'): download_fashion_mnist(tmp_path/'d', url=b'http://x/')
+    for bad in (b'http://x/', '', torch.ones(0)):
+        with pytest.raises(TypeError, match='url must be an address'): download_fashion_mnist(tmp_path/'d', url=bad)
     for url in ('nota://url/', 'http://[::1/'):             # malformed addresses: one DataError, no .part left behind
         with pytest.raises(DataError, match=r'download of train-images-idx3-ubyte.gz from .* failed'):
             download_fashion_mnist(tmp_path/'d', url=url)

@@ -218,6 +218,8 @@ def test_logsumexp_edge_cases_match_torch():
     with pytest.raises(TypeError, match='logsumexp: expected a tensor of scores, got list'): logsumexp([1., 2.])
     with pytest.raises(TypeError, match='logsumexp: expected a tensor'): log_softmax(None)
     with pytest.raises(ValueError, match='logsumexp: got a 0-d tensor'): logsumexp(torch.tensor(1.))
+    for bad in (torch.ones(2, dtype=torch.bool), torch.ones(2, dtype=torch.complex64)):
+        with pytest.raises(TypeError, match='logsumexp: scores must be real numbers'): log_softmax(bad)
 
 @pytest.mark.parametrize('f', [cross_entropy, nll, accuracy])
 def test_classification_rejects_empty_batches_and_non_tensors(f):
