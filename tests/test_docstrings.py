@@ -1,4 +1,4 @@
-"Every public function and class of the package has a docstring of its own: it is the first line of its API entry."
+"Every public function and class of the package has a docstring of its own: it opens its API entry."
 import importlib, inspect, pkgutil
 
 import miniai
@@ -12,7 +12,7 @@ def _public():
 
 
 def _own_doc(obj) -> str:
-    "The docstring `obj` itself has (a class's own, not one inherited; nothing borrowed from a callable's type)."
+    "The docstring `obj` itself has (a class's own, not an inherited one; nothing from a callable's type)."
     if inspect.isclass(obj): doc = obj.__dict__.get('__doc__')
     elif inspect.isroutine(obj): doc = obj.__doc__
     else: doc = obj.__doc__ if obj.__doc__ is not type(obj).__doc__ else None

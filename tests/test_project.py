@@ -67,18 +67,20 @@ def test_declared_dependencies_match_imports():
 
 
 def test_quarto_config_is_what_nbdev_docs_writes_and_complete(copy_of_project):
-    "nbs/_quarto.yml, nbdev.yml and sidebar.yml are what `nbdev_docs` writes, and every file they name exists (see README)."
+    "nbs/_quarto.yml, nbdev.yml and sidebar.yml are what `nbdev_docs` writes; every file they name exists."
     code = ('from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar; '
             'refresh_quarto_yml(); nbdev_sidebar.__wrapped__(force=True)')
     subprocess.run([sys.executable, '-c', code], cwd=copy_of_project, check=True)
     for f in ('_quarto.yml', 'nbdev.yml', 'sidebar.yml'):
-        assert (copy_of_project/'nbs'/f).read_text() == (ROOT/'nbs'/f).read_text(), \
-            f"nbs/{f} differs from what nbdev writes: run python -c 'from nbdev.quarto import *; refresh_quarto_yml(); nbdev_sidebar(force=True)'"
+        assert (copy_of_project/'nbs'/f).read_text() == (ROOT/'nbs'/f).read_text(), (
+            f"nbs/{f} differs from what nbdev writes: run python -c "
+            "'from nbdev.quarto import *; refresh_quarto_yml(); nbdev_sidebar(force=True)'")
     import yaml
     q = yaml.safe_load((ROOT/'nbs'/'_quarto.yml').read_text())
     named = [q['format']['html']['css'], *q['metadata-files']]
     named += yaml.safe_load((ROOT/'nbs'/'sidebar.yml').read_text())['website']['sidebar']['contents']
-    assert not [f for f in named if not (ROOT/'nbs'/f).exists()], 'nbs/_quarto.yml or sidebar.yml names a missing file'
+    missing = [f for f in named if not (ROOT/'nbs'/f).exists()]
+    assert not missing, f'nbs/_quarto.yml or sidebar.yml names files that do not exist: {missing}'
     assert sorted(p.name for p in NBS) + ['index.ipynb'] == sorted(named[3:])
 
 

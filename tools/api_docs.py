@@ -1,11 +1,12 @@
 """The API entries of the course site, written from the objects themselves.
 
-nbdev's `show_doc` puts the docments inside a code block, where markdown links stay raw, prints `NoneType` for a
-parameter whose default is None, and shows a class without its own `__init__` as `(*args, **kwargs)`. Here an entry is:
-the heading, a link to the source, the signature as Python (only the annotations the author wrote), the object's own
-docstring, and a table of the parameters with their docments (markdown, so backticked names become links).
+nbdev's `show_doc` puts the docments inside a code block, where markdown links stay raw, prints `NoneType`
+for a parameter whose default is None, and shows a class without its own `__init__` as `(*args, **kwargs)`.
+Here an entry is: the heading, a link to the source, the signature as Python (only the annotations the author
+wrote), the object's own docstring, and a table of the parameters with their docments (markdown, so backticked
+names become links).
 """
-import importlib, inspect, re, textwrap
+import importlib, inspect, re
 from functools import partial
 
 from fastcore.docments import docments
@@ -15,7 +16,7 @@ WIDTH = 88  # a signature longer than this gets one parameter per line
 
 
 def find_symbol(name: str, modules: list):
-    "The object called `name` (e.g. `Learner` or `Learner.fit`) in the first of `modules` (names) that has it, or None."
+    "The object called `name` (`Learner`, `Learner.fit`) in the first of `modules` that has it, or None."
     head, *rest = name.split('.')
     for m in modules:
         mod = importlib.import_module(m)
@@ -27,7 +28,7 @@ def find_symbol(name: str, modules: list):
 
 
 def own_doc(obj) -> str:
-    "The docstring `obj` itself has: not one inherited from a base class, nor `Call self as a function.` from its type."
+    "The docstring `obj` itself has: not one inherited from a base class, nor `Call self as a function.`."
     if inspect.isclass(obj): doc = obj.__dict__.get('__doc__')
     elif isinstance(obj, property): doc = obj.fget.__doc__ if obj.fget else None
     elif inspect.isroutine(obj) or isinstance(obj, partial): doc = getattr(obj, '__doc__', None)
@@ -51,13 +52,14 @@ def default_text(d) -> str:
     "A default value as code: functions and classes by name, long reprs shortened."
     if d is inspect.Parameter.empty: return ''
     if isinstance(d, partial): return f"partial({default_text(d.func)}, ...)"
-    if inspect.isroutine(d) or inspect.isclass(d): return getattr(d, '__qualname__', getattr(d, '__name__', repr(d)))
+    if inspect.isroutine(d) or inspect.isclass(d):
+        return getattr(d, '__qualname__', getattr(d, '__name__', repr(d)))
     r = repr(d)
     return r if len(r) <= 40 else r[:37] + '...'
 
 
 def _init_of(cls):
-    "The `__init__` a user of `cls` calls, if it is one the course wrote (own or inherited from a miniai class), else None."
+    "The `__init__` a user of `cls` calls if the course wrote it (its own or a miniai base's), else None."
     for c in cls.__mro__:
         if '__init__' in c.__dict__:
             return c.__dict__['__init__'] if (c.__module__ or '').startswith('miniai') else None
@@ -65,19 +67,19 @@ def _init_of(cls):
 
 
 def _params(fn, drop_self: bool) -> tuple[list, str]:
-    "The parameters of `fn` as source text (with `/` and `*` where Python needs them), and its return annotation."
+    "The parameters of `fn` as source text (with `/` and `*` where Python needs them), and its return type."
     sig = inspect.signature(fn)
     params = list(sig.parameters.values())
     if drop_self and params and params[0].name in ('self', 'cls'): params = params[1:]
-    out, kw_only_marked = [], False
+    out, kw_marked = [], any(q.kind == q.VAR_POSITIONAL for q in params)  # `*args` starts keyword-only
     for i, p in enumerate(params):
-        if p.kind == p.KEYWORD_ONLY and not kw_only_marked and not any(q.kind == q.VAR_POSITIONAL for q in params):
-            out.append('*'); kw_only_marked = True
+        if p.kind == p.KEYWORD_ONLY and not kw_marked: out.append('*'); kw_marked = True
         pre = {p.VAR_POSITIONAL: '*', p.VAR_KEYWORD: '**'}.get(p.kind, '')
         s = pre + p.name + (f':{type_name(p.annotation)}' if p.annotation is not p.empty else '')
         if p.default is not p.empty: s += f'={default_text(p.default)}'
         out.append(s)
-        if p.kind == p.POSITIONAL_ONLY and (i + 1 == len(params) or params[i+1].kind != p.POSITIONAL_ONLY): out.append('/')
+        if p.kind == p.POSITIONAL_ONLY and (i + 1 == len(params) or params[i+1].kind != p.POSITIONAL_ONLY):
+            out.append('/')
     ret = type_name(sig.return_annotation)
     return out, ret
 
@@ -95,7 +97,8 @@ def signature_text(obj, name: str) -> str:
     "The signature of `obj` as Python a learner can read."
     short = name.split('.')[-1]
     if inspect.isclass(obj):
-        bases = [('nn.' if b.__module__.startswith('torch.nn') else '') + b.__qualname__ for b in obj.__bases__ if b is not object]
+        bases = [('nn.' if b.__module__.startswith('torch.nn') else '') + b.__qualname__
+                 for b in obj.__bases__ if b is not object]
         head = f"class {short}({', '.join(bases)})" if bases else f"class {short}"
         init = _init_of(obj)
         if init is None: return head
@@ -113,7 +116,7 @@ def _cell(s: str) -> str: return ' '.join(str(s).split()).replace('|', '\\|')
 
 
 def param_table(obj) -> str:
-    "A markdown table of the parameters that have a docment (and of the return value, if it has one), or ''."
+    "A markdown table of the parameters that have a docment (and of the return value if it has one), or ''."
     fn = _init_of(obj) if inspect.isclass(obj) else (obj.fget if isinstance(obj, property) else obj)
     if fn is None: return ''
     try: docs, sig = docments(fn), inspect.signature(fn)

@@ -1,16 +1,17 @@
 """Open the built course site in headless Chromium, as a reader would, and report what is wrong with it.
 
-The site is served from 127.0.0.1 and every page is loaded in turn. For each page: every formula typeset by KaTeX (no
-error, no TeX left as text, as many typeset formulas as the page holds), every image loaded, no code line or table
-cut off, no font that failed; for the whole visit: no request to any other host (the browser cannot even resolve
-one) and none that failed; and the search box finds given words. Screenshots go to a folder to look at.
+The site is served from 127.0.0.1 and every page is loaded in turn. For each page: every formula typeset by
+KaTeX (no error, no TeX left as text, as many typeset formulas as the page holds), every image loaded, no code
+line, table or formula cut off or wider than the column, no font that failed; for the whole visit: no request
+to another host (the browser cannot even resolve one) and none that failed; and the search box finds given
+words. Screenshots go to a folder to look at.
 
     python tools/check_site.py [SITE_DIR] [--shots DIR] [--search DDIM Learner]
 
-Needs Debian's `chromium` (tools/run.sh installs it) and the `websockets` package (Chrome DevTools protocol).
+Needs Debian's `chromium` (tools/run.sh installs it) and `websockets` (for the Chrome DevTools protocol).
 """
-import argparse, asyncio, base64, contextlib, functools, html.parser, http.server, json, os, re, shutil, subprocess, sys
-import tempfile, threading, time, urllib.parse
+import argparse, asyncio, base64, contextlib, functools, html.parser, http.server, json, os, re, shutil
+import subprocess, sys, tempfile, threading, time, urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,22 +24,22 @@ VIEWPORT = dict(width=1280, height=900)
 # as tools/site/math.js tells KaTeX's auto-render: these are not searched for formulas
 SKIP_TAGS = {'script', 'noscript', 'style', 'textarea', 'pre', 'code', 'option'}
 SKIP_CLASSES = {'clipboard-copy-txt', 'md-search'}
-ERROR_COLOR = '#cc0033'  # KaTeX's errorColor in tools/site/math.js: unknown commands are drawn in it
 DELIMITERS = [('$$', '$$'), ('\\[', '\\]'), ('$', '$'), ('\\(', '\\)')]
+ERROR_COLOR = '#cc0033'  # KaTeX's errorColor in tools/site/math.js: unknown commands are drawn in it
 
 
 def find_chromium() -> str:
     "The Chromium to drive: $CHROMIUM, else `chromium` on the PATH; a clear error if there is none."
     exe = os.environ.get('CHROMIUM') or shutil.which('chromium') or shutil.which('chromium-browser')
     if not exe:
-        raise FileNotFoundError("no Chromium found: install Debian's `chromium` package (apt-get install chromium; "
-                                "`bash tools/run.sh test` does it) or set CHROMIUM to the browser's path")
+        raise FileNotFoundError("no Chromium found: install Debian's `chromium` package (apt-get install "
+                                "chromium; `bash tools/run.sh test` does it) or set CHROMIUM to the browser")
     return exe
 
 
-# ---------------------------------------------------------------------------------------------------------- formulas
+# ------------------------------------------------------------------------------------------------- formulas
 def _end_of_math(right: str, text: str, start: int) -> int:
-    "Where the formula that starts before `start` ends (KaTeX auto-render's rule: braces nest, a backslash escapes)."
+    "Where the formula that starts before `start` ends (auto-render's rule: braces nest, `\\` escapes)."
     i, depth = start, 0
     while i < len(text):
         if depth <= 0 and text.startswith(right, i): return i
@@ -63,8 +64,9 @@ def formulas_in(text: str) -> list[str]:
 
 
 class _TextRuns(html.parser.HTMLParser):
-    "The runs of text of a page that KaTeX searches for formulas (outside code, scripts and the skipped classes)."
-    VOID = {'area', 'base', 'br', 'col', 'embed', 'hr', 'img', 'input', 'link', 'meta', 'source', 'track', 'wbr'}
+    "The runs of text in a page that KaTeX searches for formulas (outside code, scripts and skipped classes)."
+    VOID = {'area', 'base', 'br', 'col', 'embed', 'hr', 'img', 'input', 'link', 'meta', 'source', 'track',
+            'wbr'}
 
     def __init__(self):
         super().__init__(convert_charrefs=True)
@@ -88,11 +90,12 @@ def expected_formulas(page_html: str) -> list[str]:
     return [f for run in p.runs for f in formulas_in(run)]
 
 
-# ---------------------------------------------------------------------------------------------------------- serving
+# -------------------------------------------------------------------------------------------------- serving
 class _Handler(http.server.SimpleHTTPRequestHandler):
     log: list  # (path, status) of every request, set per server
 
-    def log_request(self, code='-', size='-'): self.log.append((self.path, int(code) if str(code).isdigit() else 0))
+    def log_request(self, code='-', size='-'):
+        self.log.append((self.path, int(code) if str(code).isdigit() else 0))
     def log_message(self, *args): pass
 
 
@@ -100,30 +103,31 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 def serve(site: Path):
     "Serve `site` on 127.0.0.1 (a free port) in a thread; yields (base url, request log)."
     log = []
-    handler = type('Handler', (_Handler,), {'log': log})
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(handler, directory=str(site)))
+    handler = functools.partial(type('Handler', (_Handler,), {'log': log}), directory=str(site))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try: yield f'http://127.0.0.1:{server.server_address[1]}/', log
     finally: server.shutdown(); server.server_close(); thread.join()
 
 
-# ---------------------------------------------------------------------------------------------------------- browser
+# -------------------------------------------------------------------------------------------------- browser
 class Chromium:
-    "Headless Chromium driven over the DevTools protocol (one websocket); `async with Chromium() as b:`."
+    "Headless Chromium driven over the DevTools protocol (one websocket): `async with Chromium() as b:`."
 
     def __init__(self, exe: str | None = None): self.exe = exe or find_chromium()
 
     async def __aenter__(self):
         import websockets
         self.profile = tempfile.mkdtemp(prefix='miniai-chromium-')
-        self.proc = subprocess.Popen([self.exe, *CHROMIUM_FLAGS, f'--user-data-dir={self.profile}',
-                                      '--remote-debugging-port=0', 'about:blank'],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = [self.exe, *CHROMIUM_FLAGS, f'--user-data-dir={self.profile}', '--remote-debugging-port=0',
+               'about:blank']
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file, t0 = Path(self.profile)/'DevToolsActivePort', time.time()
         while not (port_file.exists() and len(port_file.read_text().split()) == 2):
-            if self.proc.poll() is not None: raise RuntimeError(f'{self.exe} exited with code {self.proc.returncode} at start')
-            if time.time() - t0 > 30: raise TimeoutError(f'{self.exe} did not open its DevTools port within 30 s')
+            if self.proc.poll() is not None:
+                raise RuntimeError(f'{self.exe} exited at start with code {self.proc.returncode}')
+            if time.time() - t0 > 30: raise TimeoutError(f'{self.exe} opened no DevTools port within 30 s')
             await asyncio.sleep(0.05)
         port, path = port_file.read_text().split()
         self.ws = await websockets.connect(f'ws://127.0.0.1:{port}{path}', max_size=None)
@@ -135,11 +139,12 @@ class Chromium:
         async for raw in self.ws:
             msg = json.loads(raw)
             if 'id' in msg and (fut := self.pending.pop(msg['id'], None)) and not fut.done():
-                if 'error' in msg: fut.set_exception(RuntimeError(f"CDP error: {msg['error']}"))
+                if 'error' in msg: fut.set_exception(RuntimeError(f"DevTools error: {msg['error']}"))
                 else: fut.set_result(msg.get('result', {}))
             elif 'method' in msg: self.events.append(msg)
 
-    async def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 60):
+    async def send(self, method: str, params: dict | None = None, session: str | None = None,
+                   timeout: float = 60):
         self.next_id += 1
         msg = {'id': self.next_id, 'method': method, 'params': params or {}}
         if session: msg['sessionId'] = session
@@ -150,10 +155,12 @@ class Chromium:
 
     async def new_tab(self) -> 'Tab':
         target = (await self.send('Target.createTarget', {'url': 'about:blank'}))['targetId']
-        session = (await self.send('Target.attachToTarget', {'targetId': target, 'flatten': True}))['sessionId']
+        attached = await self.send('Target.attachToTarget', {'targetId': target, 'flatten': True})
+        session = attached['sessionId']
         tab = Tab(self, session)
         for m in ('Page.enable', 'Network.enable', 'Runtime.enable'): await tab.send(m)
-        await tab.send('Emulation.setDeviceMetricsOverride', dict(VIEWPORT, deviceScaleFactor=1, mobile=False))
+        await tab.send('Emulation.setDeviceMetricsOverride', dict(VIEWPORT, deviceScaleFactor=1,
+                                                                  mobile=False))
         return tab
 
     async def __aexit__(self, *exc):
@@ -170,11 +177,13 @@ class Chromium:
 class Tab:
     def __init__(self, browser: Chromium, session: str): self.browser, self.session = browser, session
 
-    async def send(self, method, params=None, timeout=60): return await self.browser.send(method, params, self.session, timeout)
+    async def send(self, method, params=None, timeout=60):
+        return await self.browser.send(method, params, self.session, timeout)
 
     async def js(self, expr: str, timeout: float = 60):
         "The value of a JavaScript expression (awaited if it is a promise)."
-        r = await self.send('Runtime.evaluate', {'expression': expr, 'awaitPromise': True, 'returnByValue': True}, timeout)
+        args = {'expression': expr, 'awaitPromise': True, 'returnByValue': True}
+        r = await self.send('Runtime.evaluate', args, timeout)
         if 'exceptionDetails' in r: raise RuntimeError(f"JavaScript error: {r['exceptionDetails']}")
         return r['result'].get('value')
 
@@ -187,49 +196,55 @@ class Tab:
 
     async def screenshot(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode((await self.send('Page.captureScreenshot', {'format': 'png'}))['data']))
+        shot = await self.send('Page.captureScreenshot', {'format': 'png'})
+        path.write_bytes(base64.b64decode(shot['data']))
 
 
-# what a page shows, measured in it once the formulas are typeset, the fonts ready and the images loaded or failed
+# what a page shows, measured once the formulas are typeset, the fonts ready and the images loaded or failed
 PAGE_JS = r"""(async (ERROR_COLOR) => {
   const sleep = ms => new Promise(r => setTimeout(r, ms)), t0 = Date.now();
   while (document.documentElement.dataset.math !== 'done' && Date.now() - t0 < 20000) await sleep(25);
   await document.fonts.ready;
   await Promise.all([...document.images].map(i => i.complete ? null :
     new Promise(r => { i.addEventListener('load', r); i.addEventListener('error', r); })));
-  const main = document.querySelector('article') || document.body;
-  const skip = 'script, noscript, style, textarea, pre, code, option, .clipboard-copy-txt, .md-search, .katex';
-  const leftover = [];
-  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  const main = document.querySelector('article') || document.body, text = el => el.textContent.trim();
+  const skip = 'script, noscript, style, textarea, pre, code, option, .clipboard-copy-txt, .md-search, '
+             + '.katex';
+  const leftover = [], walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let n; (n = walk.nextNode());)
-    if (!n.parentElement.closest(skip) && /\$|\\\(|\\\[/.test(n.textContent)) leftover.push(n.textContent.trim().slice(0, 120));
-  const wide = el => el.scrollWidth > el.clientWidth + 1;
-  // what does not fit its box: code that scrolls sideways, content cut off (overflow hidden), and anything else that has
-  // to be scrolled sideways to be read (a table, an output or a formula wider than the column)
-  const cut = [], sideways = [];
+    if (!n.parentElement.closest(skip) && /\$|\\\(|\\\[/.test(n.textContent))
+      leftover.push(text(n).slice(0, 120));
+  // what does not fit its box: code that scrolls sideways, content cut off (overflow hidden), and anything
+  // else that must be scrolled sideways to be read (a table, an output or a formula wider than the column)
+  const cut = [], sideways = [], wide = el => el.scrollWidth > el.clientWidth + 1;
   for (const el of main.querySelectorAll('*')) {
-    if (!el.offsetParent || !wide(el) || el.closest('.katex-mathml')) continue;  // KaTeX's MathML copy is hidden on purpose
-    const ox = getComputedStyle(el).overflowX, what = `${el.tagName.toLowerCase()}.${[...el.classList].join('.')}`;
-    const desc = `${what} (${el.scrollWidth}px in ${el.clientWidth}px): ` + el.textContent.trim().slice(0, 80);
+    if (!el.offsetParent || !wide(el)) continue;
+    if (el.closest('.katex-mathml')) continue;  // KaTeX's MathML copy is hidden on purpose
+    const ox = getComputedStyle(el).overflowX;
+    const name = `${el.tagName.toLowerCase()}.${[...el.classList].join('.')}`;
+    const desc = `${name} (${el.scrollWidth}px in ${el.clientWidth}px): ` + text(el).slice(0, 80);
     if (el.tagName === 'PRE') cut.push('code scrolls sideways: ' + desc);
     else if (ox === 'hidden' || ox === 'clip') { if (!el.closest('.katex')) cut.push('cut off: ' + desc); }
     else if (ox === 'auto' || ox === 'scroll') sideways.push(desc);
   }
-  if (main.scrollWidth > main.clientWidth + 1) cut.push(`the page is wider than its column (${main.scrollWidth}px in ${main.clientWidth}px)`);
+  if (wide(main)) cut.push(`the page is wider than its column (${main.scrollWidth}px in `
+                           + `${main.clientWidth}px)`);
+  const errors = [...document.querySelectorAll('.katex-error')]
+    .map(e => (e.title || e.textContent).slice(0, 160));
+  const unknown = [...document.querySelectorAll(`.katex-mathml [mathcolor="${ERROR_COLOR}"]`)].map(text);
+  const src = i => (i.currentSrc || i.src).slice(0, 100);
   return {
     title: document.title, h1: (main.querySelector('h1') || {}).textContent || '',
-    tex: [...main.querySelectorAll('.katex annotation[encoding="application/x-tex"]')].map(a => a.textContent.trim()),
+    tex: [...main.querySelectorAll('.katex annotation[encoding="application/x-tex"]')].map(text),
     formulas: main.querySelectorAll('.katex').length,
-    katex_errors: [...[...document.querySelectorAll('.katex-error')].map(e => (e.title || e.textContent).slice(0, 160)),
-                   ...[...document.querySelectorAll(`.katex-mathml [mathcolor="${ERROR_COLOR}"]`)].map(e => 'unknown: ' + e.textContent)],
+    katex_errors: [...errors, ...unknown.map(u => 'unknown: ' + u)],
     math_processing_errors: (document.body.innerText.match(/Math Processing Error/g) || []).length,
     mathjax: typeof window.MathJax !== 'undefined',
     leftover_tex: leftover,
     images: document.images.length,
-    broken_images: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(i => (i.currentSrc || i.src).slice(0, 100)),
+    broken_images: [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).map(src),
     failed_fonts: [...document.fonts].filter(f => f.status === 'error').map(f => f.family),
     cut_off: cut, sideways,
-    nav: [...document.querySelectorAll('.md-nav--primary .md-nav__link')].map(a => a.textContent.trim()).filter(Boolean),
   };
 })"""
 
@@ -246,11 +261,14 @@ SEARCH_RESULTS_JS = r"""(async () => {
   while (!items().length && Date.now() - t0 < 15000) await sleep(50);
   await sleep(300);
   return {meta: (document.querySelector('.md-search-result__meta') || {}).textContent || '',
-          results: items().map(a => ({href: a.getAttribute('href'), text: a.innerText.replace(/\s+/g, ' ').slice(0, 160)}))};
+          results: items().map(a => ({href: a.getAttribute('href'),
+                                      text: a.innerText.replace(/\s+/g, ' ').slice(0, 160)}))};
 })()"""
+SCROLL_TO_MATHS_JS = """(() => { const m = document.querySelector('.katex-display'); if (!m) return false;
+  m.scrollIntoView({block: 'center'}); return true; })()"""
 
 
-async def _search(tab: 'Tab', q: str) -> dict:
+async def _search(tab: Tab, q: str) -> dict:
     "Type `q` into the site's search box; the results it lists."
     if not await tab.js(OPEN_SEARCH_JS): return {'error': 'no search box on the page', 'results': []}
     await tab.send('Input.insertText', {'text': q})
@@ -258,15 +276,30 @@ async def _search(tab: 'Tab', q: str) -> dict:
 
 
 def _pages(site: Path) -> list[str]:
-    "Every page of the site that a reader reaches: the home page first, then the pages in the navigation's order."
+    "Every page a reader reaches: the home page, then the pages in the navigation's order, then any other."
     home = (site/'index.html').read_text()
-    order = list(dict.fromkeys(re.findall(r'href="([\w.-]+\.html)"', home)))
-    rest = sorted(p.name for p in site.glob('*.html') if p.name != '404.html')
-    return ['index.html'] + [p for p in order if p in rest and p != 'index.html'] + [p for p in rest if p not in order and p != 'index.html']
+    pages = sorted(p.name for p in site.glob('*.html') if p.name not in ('404.html', 'index.html'))
+    in_nav = [p for p in dict.fromkeys(re.findall(r'href="([\w.-]+\.html)"', home)) if p in pages]
+    return ['index.html'] + in_nav + [p for p in pages if p not in in_nav]
+
+
+def _requests(events: list, base: str) -> tuple[list, list]:
+    "The requests to other hosts, and the ones that failed, from the browser's network events."
+    external, failed = [], {}
+    for ev in events:
+        p = ev.get('params', {})
+        if ev['method'] == 'Network.requestWillBeSent':
+            url = p['request']['url']
+            if not url.startswith((base, 'data:', 'blob:', 'about:')): external.append(url[:200])
+        elif ev['method'] == 'Network.responseReceived' and p['response']['status'] >= 400:
+            failed[p['requestId']] = f"{p['response']['status']} {p['response']['url'][:200]}"
+        elif ev['method'] == 'Network.loadingFailed' and not p.get('canceled'):
+            failed.setdefault(p['requestId'], f"{p.get('errorText')} (request {p['requestId']})")
+    return external, sorted(set(failed.values()))
 
 
 async def _visit(site: Path, shots: Path | None, search: tuple, shot_pages: tuple) -> dict:
-    report = {'pages': {}, 'search': {}, 'external_requests': [], 'failed_requests': [], 'shots': []}
+    report = {'pages': {}, 'search': {}, 'shots': []}
     with serve(site) as (base, log):
         async with Chromium() as browser:
             tab = await browser.new_tab()
@@ -279,27 +312,14 @@ async def _visit(site: Path, shots: Path | None, search: tuple, shot_pages: tupl
                 report['pages'][name] = stats
                 if shots and name in shot_pages:
                     await tab.screenshot(shots/name.replace('.html', '.png')); report['shots'].append(name)
-                    if await tab.js("(() => { const m = document.querySelector('.katex-display'); if (!m) return false;"
-                                    " m.scrollIntoView({block: 'center'}); return true; })()"):
+                    if await tab.js(SCROLL_TO_MATHS_JS):
                         await asyncio.sleep(0.2)
                         await tab.screenshot(shots/name.replace('.html', '_maths.png'))
-            await tab.goto(base + 'index.html')
             for q in search:
+                await tab.goto(base + 'index.html')
                 report['search'][q] = await _search(tab, q)
                 if shots and q == search[0]: await tab.screenshot(shots/'search.png')
-                await tab.goto(base + 'index.html')
-        ours = ('http://127.0.0.1:', 'data:', 'blob:', 'about:')
-        failed = {}
-        for ev in browser.events:
-            p = ev.get('params', {})
-            if ev['method'] == 'Network.requestWillBeSent' and not p['request']['url'].startswith(base) \
-                    and not p['request']['url'].startswith(ours[1:]):
-                report['external_requests'].append(p['request']['url'][:200])
-            elif ev['method'] == 'Network.responseReceived' and p['response']['status'] >= 400:
-                failed[p['requestId']] = f"{p['response']['status']} {p['response']['url'][:200]}"
-            elif ev['method'] == 'Network.loadingFailed' and not p.get('canceled'):
-                failed.setdefault(p['requestId'], f"{p.get('errorText')} (request {p['requestId']})")
-        report['failed_requests'] = sorted(set(failed.values()))
+        report['external_requests'], report['failed_requests'] = _requests(browser.events, base)
         report['server_errors'] = sorted({f'{s} {p}' for p, s in log if s >= 400})
     return report
 
@@ -314,21 +334,23 @@ def problems(report: dict, expect_search: dict | None = None) -> list[str]:
     "What a reader would find wrong, one line each; [] when the site is fine."
     out = []
     for name, s in report['pages'].items():
-        if s['katex_errors']: out.append(f"{name}: {len(s['katex_errors'])} formulas KaTeX cannot typeset: {s['katex_errors'][:3]}")
-        if s['math_processing_errors']: out.append(f"{name}: 'Math Processing Error' shown {s['math_processing_errors']} times")
+        def bad(what, items): out.append(f"{name}: {len(items)} {what}: {items[:3]}")
+        if s['katex_errors']: bad('formulas KaTeX cannot typeset', s['katex_errors'])
+        if n := s['math_processing_errors']: out.append(f"{name}: 'Math Processing Error' shown {n} times")
         if s['mathjax']: out.append(f"{name}: MathJax is loaded (the site typesets with KaTeX)")
-        if s['leftover_tex']: out.append(f"{name}: TeX left as text: {s['leftover_tex'][:3]}")
+        if s['leftover_tex']: bad('pieces of TeX left as text', s['leftover_tex'])
         if s['formulas'] != len(s['expected']):
             out.append(f"{name}: {s['formulas']} formulas typeset, the page holds {len(s['expected'])}")
-        if s['broken_images']: out.append(f"{name}: {len(s['broken_images'])} of {s['images']} images not loaded: {s['broken_images'][:3]}")
-        if s['failed_fonts']: out.append(f"{name}: fonts failed to load: {sorted(set(s['failed_fonts']))}")
-        if s['cut_off']: out.append(f"{name}: {len(s['cut_off'])} things cut off or scrolling sideways: {s['cut_off'][:3]}")
-        if s['sideways']: out.append(f"{name}: {len(s['sideways'])} tables, outputs or formulas wider than the column: {s['sideways'][:3]}")
-    for url in report['external_requests']: out.append(f"request to another host: {url}")
-    for r in report['failed_requests']: out.append(f"failed request: {r}")
-    for r in report['server_errors']: out.append(f"the server answered {r}")
+        if s['broken_images']: bad(f"of {s['images']} images not loaded", s['broken_images'])
+        if s['failed_fonts']: bad('fonts failed to load', sorted(set(s['failed_fonts'])))
+        if s['cut_off']: bad('things cut off or scrolling sideways', s['cut_off'])
+        if s['sideways']: bad('tables, outputs or formulas wider than the column', s['sideways'])
+    out += [f"request to another host: {url}" for url in report['external_requests']]
+    out += [f"failed request: {r}" for r in report['failed_requests']]
+    out += [f"the server answered {r}" for r in report['server_errors']]
     for q, page in (expect_search or {}).items():
-        hits = [urllib.parse.urlsplit(r['href']).path.rsplit('/', 1)[-1] for r in report['search'].get(q, {}).get('results', [])]
+        found = report['search'].get(q, {}).get('results', [])
+        hits = [urllib.parse.urlsplit(r['href']).path.rsplit('/', 1)[-1] for r in found]
         if page not in hits: out.append(f"searching {q!r} does not find {page}: {hits[:5]}")
     return out
 
@@ -336,14 +358,18 @@ def problems(report: dict, expect_search: dict | None = None) -> list[str]:
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('site', nargs='?', default=str(ROOT/'_docs'), help='the built site (default: _docs/)')
-    ap.add_argument('--shots', default=str(ROOT/'_docs_shots'), help='where to save screenshots (default: _docs_shots/)')
+    ap.add_argument('--shots', default=str(ROOT/'_docs_shots'),
+                    help='where screenshots go (default: _docs_shots/)')
     ap.add_argument('--search', nargs='*', default=['DDIM', 'Learner'], help='words the search box must find')
     a = ap.parse_args()
     t0 = time.time()
     rep = check_site(Path(a.site), Path(a.shots), a.search)
     for name, s in rep['pages'].items():
-        print(f"{name:28} {s['seconds']:5.2f} s  {s['formulas']:3} formulas  {s['images']:3} images  {len(s['sideways'])} too wide  {s['h1'][:50]}")
-    for q, r in rep['search'].items(): print(f"search {q!r}: {r.get('meta', '').strip()} {[x['href'] for x in r.get('results', [])][:6]}")
+        print(f"{name:26} {s['seconds']:5.2f} s {s['formulas']:4} formulas {s['images']:3} images  "
+              f"{s['h1'][:50]}")
+    for q, r in rep['search'].items():
+        print(f"search {q!r}: {r.get('meta', '').strip()}: {[x['href'] for x in r.get('results', [])][:4]}")
     bad = problems(rep)
-    print('\n'.join(bad) or f"no problems on {len(rep['pages'])} pages ({time.time() - t0:.1f} s); screenshots in {a.shots}")
+    print('\n'.join(bad) or f"no problems on {len(rep['pages'])} pages ({time.time() - t0:.0f} s); "
+                            f"screenshots in {a.shots}")
     sys.exit(1 if bad else 0)

@@ -1,5 +1,6 @@
-// Typeset the formulas of the page ($...$, $$...$$, \(...\), \[...\]) with KaTeX, which ships with the site.
-// Code, outputs in <pre> and the hidden copy-to-clipboard text are left alone. When done, <html data-math="done">.
+// Typeset the page's formulas ($...$, $$...$$, \(...\), \[...\]) with KaTeX, which ships with the site.
+// Code, outputs in <pre> and the hidden copy-to-clipboard text are left alone.
+// When done: <html data-math="done">.
 (function () {
   function typeset() {
     renderMathInElement(document.body, {
@@ -8,7 +9,7 @@
         {left: '$', right: '$', display: false}, {left: '\\(', right: '\\)', display: false}],
       ignoredTags: ['script', 'noscript', 'style', 'textarea', 'pre', 'code', 'option'],
       ignoredClasses: ['clipboard-copy-txt', 'md-search'],
-      throwOnError: false,  // a formula KaTeX cannot read is shown as its source, in red, with the error as its title
+      throwOnError: false,    // a formula KaTeX cannot read: its source in red, the error as its title
       errorColor: '#cc0033',  // also the colour of an unknown command; tools/check_site.py looks for it
     });
     document.documentElement.dataset.math = 'done';
