@@ -33,6 +33,7 @@ docs() {
   echo "Open the course site: $ROOT/_docs/index.html"
   echo "or serve it (search works best served):  .venv/bin/python -m http.server -d _docs 8000   then open http://localhost:8000"
   echo "Open the notebooks in JupyterLab:        .venv/bin/jupyter lab nbs/"
+  echo "Check the site in headless Chromium:     .venv/bin/python tools/check_site.py   (screenshots in _docs_shots/)"
 }
 
 tests() {
