@@ -6,7 +6,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-NBS = sorted((ROOT/'nbs').glob('[0-9][0-9]_*.ipynb'))
+NBS = sorted((ROOT/'nbs').glob('[0-9][0-9]*_*.ipynb'))  # 00_data ... 07a_activations ...
 MODULES = sorted(p.stem for p in (ROOT/'miniai').glob('*.py') if not p.stem.startswith('_'))
 CFG = configparser.ConfigParser(delimiters=['=']); CFG.read(ROOT/'settings.ini')
 
@@ -66,23 +66,22 @@ def test_declared_dependencies_match_imports():
     assert used == declared, f"imported but undeclared: {used-declared}; declared but unused: {declared-used}"
 
 
-def test_docs_site_has_a_page_per_notebook_and_api_entries(tmp_path):
-    site = tmp_path/'site'
-    subprocess.run([sys.executable, ROOT/'tools'/'build_docs.py', '--site-dir', site], check=True, cwd=ROOT)
-    html = (site/'index.html').read_text()
-    assert 'The notebooks' in html and 'search' in html.lower()
-    for p in NBS:
-        page = site/(re.sub(r'^\d+_', '', p.stem) + '.html')
-        assert page.exists(), f'no page for {p.name}'
-        text = page.read_text()
-        assert re.sub(r'^\d+_', '', p.stem) + '.html' in html, f'{page.name} missing from the navigation'
-        assert '<img' in text or 'data:image/png' in text or not any(
-            'image/png' in o.get('data', {}) for c in json.loads(p.read_text())['cells'] for o in c.get('outputs', [])), f'{page.name}: plots missing'
-        src = p.read_text()
-        exported = re.findall(r'^def ([a-zA-Z]\w*)\(', '\n'.join(''.join(c['source']) for c in json.loads(src)['cells']
-                                                                if c['source'] and ''.join(c['source']).startswith('#| export')), re.M)
-        for name in exported: assert f'<h3 id="{name.lower()}"' in text or f'>{name}</h3>' in text or f'id="{name}"' in text, f'{page.name}: no API entry for {name}'
-    assert (site/'search'/'search_index.json').exists()
+def test_quarto_config_is_what_nbdev_docs_writes_and_complete(copy_of_project):
+    "nbs/_quarto.yml, nbdev.yml and sidebar.yml are what `nbdev_docs` writes; every file they name exists."
+    code = ('from nbdev.quarto import refresh_quarto_yml, nbdev_sidebar; '
+            'refresh_quarto_yml(); nbdev_sidebar.__wrapped__(force=True)')
+    subprocess.run([sys.executable, '-c', code], cwd=copy_of_project, check=True)
+    for f in ('_quarto.yml', 'nbdev.yml', 'sidebar.yml'):
+        assert (copy_of_project/'nbs'/f).read_text() == (ROOT/'nbs'/f).read_text(), (
+            f"nbs/{f} differs from what nbdev writes: run python -c "
+            "'from nbdev.quarto import *; refresh_quarto_yml(); nbdev_sidebar(force=True)'")
+    import yaml
+    q = yaml.safe_load((ROOT/'nbs'/'_quarto.yml').read_text())
+    named = [q['format']['html']['css'], *q['metadata-files']]
+    named += yaml.safe_load((ROOT/'nbs'/'sidebar.yml').read_text())['website']['sidebar']['contents']
+    missing = [f for f in named if not (ROOT/'nbs'/f).exists()]
+    assert not missing, f'nbs/_quarto.yml or sidebar.yml names files that do not exist: {missing}'
+    assert sorted(p.name for p in NBS) + ['index.ipynb'] == sorted(named[3:])
 
 
 def test_wheel_installs_into_fresh_venv_and_imports(tmp_path):

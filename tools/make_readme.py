@@ -12,7 +12,7 @@ def readme() -> str:
     nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())
     parts = [''.join(c['source']) for c in nb['cells'] if c['cell_type'] == 'markdown']
     text = '\n\n'.join(parts)
-    text = re.sub(r'\]\((\d\d_\w+\.ipynb)\)', r'](nbs/\1)', text)  # links to notebooks work from the repo root
+    text = re.sub(r'\]\((\d\d[a-z]?_\w+\.ipynb)\)', r'](nbs/\1)', text)  # notebook links work from the root
     return f"{text}\n\n<!-- generated from nbs/index.ipynb by tools/make_readme.py: edit the notebook, not this file -->\n"
 
 

@@ -9,11 +9,16 @@ PY=${PYTHON:-python3}
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 setup() {
-  # 1. Fashion-MNIST from Debian's package (the only system package we need)
+  # 1. Debian packages, each only if missing: Fashion-MNIST (the data) and Chromium (the test that opens the site in a browser)
+  local pkgs=()
   if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "${MINIAI_FASHION_MNIST:-}" ]; then
+    pkgs+=(dataset-fashion-mnist)
+  fi
+  command -v chromium >/dev/null || [ -n "${CHROMIUM:-}" ] || pkgs+=(chromium)
+  if [ ${#pkgs[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    echo "== installing Debian's dataset-fashion-mnist"
-    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    echo "== installing Debian's ${pkgs[*]}"
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
   fi
   # 2. a virtual environment in the repo with CPU torch, the pinned nbdev toolchain, the package (editable) and its tools
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -28,6 +33,7 @@ docs() {
   echo "Open the course site: $ROOT/_docs/index.html"
   echo "or serve it (search works best served):  .venv/bin/python -m http.server -d _docs 8000   then open http://localhost:8000"
   echo "Open the notebooks in JupyterLab:        .venv/bin/jupyter lab nbs/"
+  echo "Check the site in headless Chromium:     .venv/bin/python tools/check_site.py   (screenshots in _docs_shots/)"
 }
 
 tests() {
