@@ -1,7 +1,7 @@
 """DDPM training batch size: the same U-Net, recipe, seed and number of epochs with different batch sizes, trained side by side
 (one process and one torch thread each, at the same time, so the machine's speed drifts hit both alike), then scored with FID.
 
-    .venv/bin/python bench/ddpm_batch_size.py [--sizes 128 64] [--epochs 3] [--samples 1000] [--steps 50]
+    .venv/bin/python bench/ddpm_batch_size.py [--sizes 128 64] [--epochs 3] [--samples 1000] [--steps 50] [--smoke]
 
 Each run is `train_ddpm(UNet(), epochs, bs=...)`; its last weights and their moving average (`EMACB`, decay 0.999) each sample
 `--samples` images with DDIM η = 1 (the sampler notebook 12 finds best), scored by FID against 10,000 training images with notebook
@@ -21,7 +21,8 @@ def run_one(bs, epochs, samples, steps, n_train):
     "Train and score one batch size; print a JSON line with the results."
     torch.set_num_threads(1)
     from miniai.ddpm import UNet, NoiseSchedule, train_ddpm, diffusion_sample, to_pixels
-    from miniai.ddim_fid import fashion_classifier, fashion_features, fid, ddim_step
+    from miniai.ddpm import ddim_step
+    from miniai.ddim_fid import fashion_classifier, fashion_features, fid
     from miniai.data import load_fashion_mnist
     from miniai.learner import set_seed
     set_seed(42); model = UNet()
@@ -46,8 +47,12 @@ def main():
     p.add_argument('--samples', type=int, default=1000); p.add_argument('--steps', type=int, default=50)
     p.add_argument('--n-train', type=int, default=None, help='first N training images (default: all 60,000)')
     p.add_argument('--one', type=int, help=argparse.SUPPRESS)
+    p.add_argument('--smoke', action='store_true', help='two tiny runs, only to check that the script works (use with MINIAI_QUICK=1)')
     a = p.parse_args()
+    if a.smoke: a.sizes, a.epochs, a.samples, a.steps, a.n_train = [16, 8], 1, 32, 2, 64
     if a.one: return run_one(a.one, a.epochs, a.samples, a.steps, a.n_train)
+    from miniai.ddim_fid import fashion_classifier
+    fashion_classifier()                                          # trained and cached here first, not in every run
     print(f'batch sizes {a.sizes}, {a.epochs} epochs each, side by side; FID of {a.samples} DDIM η=1 {a.steps}-step samples', flush=True)
     t0, env = time.perf_counter(), dict(os.environ, OMP_NUM_THREADS='1')
     args = ['--epochs', str(a.epochs), '--samples', str(a.samples), '--steps', str(a.steps)] + (['--n-train', str(a.n_train)] if a.n_train else [])

@@ -1,7 +1,7 @@
 """Learner overhead: the same small CNN on the same Fashion-MNIST batches, trained by a hand-written PyTorch loop and by
 miniai's Learner with its standard callbacks (TrainCB, DeviceCB, MetricsCB, ProgressCB), timed alternately in one process.
 
-    .venv/bin/python bench/learner_vs_loop.py [--batches 200] [--repeats 5] [--bs 256] [--loader] [--threads N]
+    .venv/bin/python bench/learner_vs_loop.py [--batches 200] [--repeats 5] [--bs 256] [--loader] [--threads N] [--smoke]
 
 Both runs start from the same weights and see the same batches, so they end with the same training loss (printed, as a check
 that they do the same work). By default the batches are taken from `fashion_dls` once and kept in a list, so only the training
@@ -83,7 +83,9 @@ def main():
     ap.add_argument('--lr', type=float, default=0.2)
     ap.add_argument('--loader', action='store_true', help='iterate the DataLoader in both runs instead of preloaded batches')
     ap.add_argument('--threads', type=int, default=None, help="torch's intra-op threads (default: torch's choice); 1 is steadier on a busy machine")
+    ap.add_argument('--smoke', action='store_true', help='a few tiny runs, only to check that the script works')
     a = ap.parse_args()
+    if a.smoke: a.batches, a.repeats, a.bs = 4, 1, 32
     if a.threads: torch.set_num_threads(a.threads)
     dl = fashion_dls(bs=a.bs, seed=0).train
     batches = Batches(dl, a.batches) if a.loader else list(Batches(dl, a.batches))
@@ -105,7 +107,7 @@ def main():
           f"{ratio(cpu, statistics.median):.3f} (median CPU); goal <= 1.05")
 
     # the Learner's own cost per batch, where a tiny model leaves almost nothing else to time
-    n_tiny = 1000
+    n_tiny = 20 if a.smoke else 1000
     tb = (batches * (n_tiny // a.batches + 1))[:n_tiny] if not a.loader else Batches(dl, n_tiny)
     compare(tiny, tb[:20] if not a.loader else Batches(dl, 20), 20*a.bs, 1, a.lr, verbose=False)
     res = compare(tiny, tb, n_tiny*a.bs, a.repeats, a.lr, verbose=False)

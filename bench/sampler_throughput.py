@@ -1,7 +1,7 @@
 """Sampler throughput: DDIM sampling with miniai's `diffusion_sample` + `ddim_step` against diffusers' `DDIMScheduler` driving the
 same U-Net (same weights, same starting noise, same batches, same bf16 autocast where the CPU has it), timed in one run.
 
-    .venv/bin/python bench/sampler_throughput.py [--n 256] [--steps 50] [--repeats 3] [--trained] [--alternate [--threads N]]
+    .venv/bin/python bench/sampler_throughput.py [--n 256] [--steps 50] [--repeats 3] [--trained] [--alternate [--threads N]] [--smoke]
 
 By default the two run side by side: at the same time, each in its own process on its own core with one torch thread, then again with
 the cores swapped, so that the machine's drifts in speed (several percent here from one minute to the next) hit both alike.
@@ -14,9 +14,8 @@ import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from functools import partial
 import torch
 
-from miniai.ddpm import UNet, NoiseSchedule, diffusion_sample, pretrained_ddpm
-from miniai.ddim_fid import ddim_step
-from miniai.resnet import autocast_dtype
+from miniai.ddpm import UNet, NoiseSchedule, diffusion_sample, pretrained_ddpm, ddim_step
+from miniai.learner import autocast_dtype
 
 
 def ours(model, sched, n, steps, seed):
@@ -101,7 +100,9 @@ def main():
     p.add_argument('--threads', type=int, default=None, help='torch threads with --alternate')
     p.add_argument('--worker', help=argparse.SUPPRESS); p.add_argument('--core', type=int, help=argparse.SUPPRESS)
     p.add_argument('--out', help=argparse.SUPPRESS)
+    p.add_argument('--smoke', action='store_true', help='one tiny alternating run, only to check that the script works')
     a = p.parse_args()
+    if a.smoke: a.n, a.steps, a.repeats, a.alternate, a.trained = 4, 2, 1, True, False
     if a.worker: return worker(a)
     import diffusers
     names = ['miniai', 'diffusers']

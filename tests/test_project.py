@@ -63,6 +63,10 @@ def test_declared_dependencies_match_imports():
     stdlib = sys.stdlib_module_names | {'__future__'}
     used = set().union(*(_imports(ROOT/'miniai'/f'{m}.py') for m in MODULES)) - stdlib - {'miniai'}
     declared = {re.split('[<>=!~ ]', r)[0] for r in CFG['DEFAULT']['requirements'].split()}
+    extras = {re.split('[<>=!~ ]', r)[0] for n in CFG['DEFAULT'].get('extras', '').split()
+              for r in CFG['DEFAULT'][f'{n}_requirements'].split()}
+    from miniai.data import MNIST_PACKAGE
+    assert MNIST_PACKAGE in extras, f"{MNIST_PACKAGE} (read by load_mnist) is not in an extra of settings.ini"
     assert used == declared, f"imported but undeclared: {used-declared}; declared but unused: {declared-used}"
 
 
@@ -91,7 +95,7 @@ def test_wheel_installs_into_fresh_venv_and_imports(tmp_path):
     env = tmp_path/'venv'
     venv.create(env, with_pip=True)
     py = env/'bin'/'python'
-    subprocess.run([py, '-m', 'pip', 'install', '-q', 'torch==2.13.0', wheel], check=True)
+    subprocess.run([py, '-m', 'pip', 'install', '-q', 'torch==2.13.0', f'{wheel}[mnist]'], check=True)  # the MNIST extra: load_mnist
     code = ('import importlib, miniai; ' + '; '.join(f'importlib.import_module("miniai.{m}")' for m in MODULES) +
             '; from miniai.data import load_mnist; assert len(load_mnist()[0]) == 4000; print(miniai.__version__, miniai.__file__)')
     out = subprocess.run([py, '-c', code], check=True, capture_output=True, text=True, cwd=tmp_path).stdout
