@@ -12,8 +12,7 @@ import torch.utils.data
 from .data import load_fashion_mnist
 
 # %% auto #0
-__all__ = ['FASHION_MEAN', 'FASHION_STD', 'show_image', 'subplots', 'get_grid', 'show_images', 'to_float', 'normalize',
-           'IndexBatches', 'BatchDataset', 'batch_loader', 'DataLoaders', 'fashion_prep', 'Compose', 'fashion_dls']
+__all__ = ['FASHION_MEAN', 'FASHION_STD', 'show_image', 'subplots', 'get_grid', 'show_images', 'to_float', 'normalize', 'IndexBatches', 'BatchDataset', 'batch_loader', 'DataLoaders', 'fashion_prep', 'Compose', 'fashion_dls', 'mnist_tensors', 'mnist_dls']
 
 # %% ../nbs/04_datasets.ipynb #cd8fc446
 def show_image(im, # image: (H, W), (1, H, W) or (3, H, W) tensor or array
@@ -225,3 +224,20 @@ def fashion_dls(bs:int=256, # training batch size; validation batches are `2*bs`
     train_ds = BatchDataset(xt[:nt], yt[:nt], Compose(fashion_prep, tfm))
     valid_ds = BatchDataset(xv[:nv], yv[:nv], fashion_prep)
     return DataLoaders.from_datasets(train_ds, valid_ds, bs, batched=True, num_workers=num_workers, seed=seed)
+
+# %% ../nbs/10_noise_prediction.ipynb #9183188b
+from .data import load_mnist
+from .datasets import BatchDataset, DataLoaders
+
+def mnist_tensors()->tuple: # x_train (4000, 1, 28, 28) in [-1, 1], y_train (4000,), x_valid (1000, 1, 28, 28), y_valid (1000,)
+    "The MNIST subset of `load_mnist` as tensors: images scaled to [-1, 1] with a channel dimension, labels as int64."
+    xt, yt, xv, yv = load_mnist()
+    img = lambda xs: torch.tensor(xs, dtype=torch.float32).view(-1, 1, 28, 28) * 2 - 1
+    return img(xt), torch.tensor(yt), img(xv), torch.tensor(yv)
+
+def mnist_dls(bs:int=128, # batch size
+              seed:int=None, # seed for the shuffle
+             )->DataLoaders:
+    "DataLoaders over `mnist_tensors`: batches `(xb, yb)`, xb (B, 1, 28, 28) in [-1, 1], yb (B,)."
+    xt, yt, xv, yv = mnist_tensors()
+    return DataLoaders.from_datasets(BatchDataset(xt, yt), BatchDataset(xv, yv), bs, batched=True, seed=seed)
