@@ -269,7 +269,11 @@ class DDPMCB(Callback):
                  valid_seed:int=0, # validation noise is drawn from this seed every epoch, so valid losses compare
                  min_snr:float=None, # γ of min-SNR weighting for the training loss (None: plain MSE)
                 ):
-        self.sched, self.valid_seed, self.min_snr = sched, valid_seed, min_snr
+        if not isinstance(sched, NoiseSchedule):
+            raise TypeError(f"DDPMCB: sched must be a NoiseSchedule, got {sched!r}")
+        if min_snr is not None: _num_arg('DDPMCB', 'min_snr', min_snr, 0, lo_open=True)
+        self.sched, self.min_snr = sched, min_snr
+        self.valid_seed = _int_arg('DDPMCB', 'valid_seed', valid_seed)
     def before_epoch(self, learn): self.gen = None if learn.training else torch.Generator().manual_seed(self.valid_seed)
     def before_batch(self, learn): learn.batch = noisify(learn.batch[0], self.sched, generator=self.gen)
     def get_loss(self, learn):

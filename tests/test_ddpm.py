@@ -465,3 +465,9 @@ def test_pretrained_ddpm_uses_the_recipe(monkeypatch):
     monkeypatch.setenv('MINIAI_QUICK', '1')
     pretrained_ddpm(use_t=False)
     assert calls == [('ddpm_unet', ddpm_recipe(use_t=False))]
+
+def test_ddpm_cb_bad_arguments():
+    sched = NoiseSchedule.cosine(T=10)
+    for args, kw in (((sched,), dict(min_snr=0.)), ((sched,), dict(min_snr=-5.)), ((sched,), dict(valid_seed=0.5)),
+                     (('cosine',), {})):
+        with pytest.raises(BAD, match='DDPMCB'): DDPMCB(*args, **kw)
