@@ -4,7 +4,8 @@
 
 # %% ../nbs/11_ddpm.ipynb #e3aebd33
 from __future__ import annotations
-import math, time
+import math, numbers, operator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 import torch
@@ -12,17 +13,48 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import progress_bar
-from .data import load_fashion_mnist, sized, DataError, cache_dir
+from .data import load_fashion_mnist, sized, DataError
 from .datasets import BatchDataset, DataLoaders, to_float, show_images
 from .learner import Learner, Callback, DeviceCB, MetricsCB, set_seed
-from .sgd import Adam, BatchSchedCB, OneCycle
-from .resnet import MixedPrecision, autocast_dtype
-from .noise_prediction import cached_model, read_checkpoint, load_weights
+from .sgd import Adam, EMACB
+from .checkpoint import cached_model, recipe_of, read_checkpoint, load_weights
+from .learner import MixedPrecision, autocast_dtype
 
 # %% auto #0
 __all__ = ['NoiseSchedule', 'diffusion_prep', 'diffusion_dls', 'to_pixels', 'noisify', 'timestep_embedding', 'EmbResBlock',
-           'UNet', 'DDPMCB', 'EMACB', 'train_ddpm', 'load_unet', 'pretrained_ddpm', 'ddpm_step', 'timesteps',
-           'diffusion_sample', 'SampleCB']
+           'UNet', 'DDPMCB', 'train_ddpm', 'load_unet', 'ddpm_recipe', 'pretrained_ddpm', 'check_step', 'ddpm_step',
+           'timesteps', 'diffusion_sample', 'SampleCB']
+
+# %% ../nbs/11_ddpm.ipynb #3b7e4c91
+def _shape(o): return tuple(o.shape) if hasattr(o, 'shape') else type(o).__name__
+
+def _int_arg(fn:str, name:str, v, lo:int=None, hi:int=None)->int:
+    "`v` as an int if it is a whole number in `lo..hi` (None: no bound); else one error naming it."
+    want = (f'an integer from {lo} to {hi}' if hi is not None else
+            'an integer' if lo is None else f'an integer ≥ {lo}')
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{fn}: {name} must be {want}, got {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{fn}: {name} must be {want}, got {v!r}")
+    return int(v)
+
+def _num_arg(fn:str, name:str, v, lo:float, hi:float=math.inf, lo_open:bool=False, hi_open:bool=False)->float:
+    "`v` as a float if it is a finite number from `lo` to `hi` (ends open or closed); else one error."
+    want = (f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}" if hi < math.inf else
+            f"a finite number {'>' if lo_open else '≥'} {lo}")
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be {want}, got {v!r}")
+    if not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
+        raise ValueError(f"{fn}: {name} must be {want}, got {v!r}")
+    return float(v)
+
+def _step_int(name:str, v)->int:
+    "A time step as a Python int: ints, numpy ints and 0-d integer tensors are accepted."
+    not_int = isinstance(v, Tensor) and (v.ndim or v.is_floating_point() or v.dtype == torch.bool)
+    if isinstance(v, bool) or not_int:
+        raise TypeError(f"{name} must be one integer time step, got {v!r}")
+    try: return operator.index(v)
+    except TypeError: raise TypeError(f"{name} must be one integer time step, got {v!r}") from None
 
 # %% ../nbs/11_ddpm.ipynb #c7b70173
 class NoiseSchedule:
@@ -31,26 +63,62 @@ class NoiseSchedule:
                  betas:Tensor, # (T,) variance added by each forward step, each in (0, 1)
                  name:str='custom', # what to call it in plots and checkpoints
                 ):
-        betas = torch.as_tensor(betas, dtype=torch.float32)
-        if betas.ndim != 1 or not ((betas > 0) & (betas < 1)).all():
-            raise ValueError(f"NoiseSchedule: betas must be a 1-d tensor of values in (0, 1), got shape {tuple(betas.shape)}")
+        if not isinstance(name, str): raise TypeError(f"NoiseSchedule: name must be a string, got {name!r}")
+        try: betas = torch.as_tensor(betas, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"NoiseSchedule: betas must be a 1-d tensor (or list) of numbers, "
+                            f"got {type(betas).__name__}") from e
+        if betas.ndim != 1 or len(betas) == 0:
+            raise ValueError(f"NoiseSchedule: betas must be a 1-d tensor of T ≥ 1 values, one per step, "
+                             f"got shape {tuple(betas.shape)}")
+        if not ((betas > 0) & (betas < 1)).all():
+            i = int(((betas > 0) & (betas < 1)).logical_not().nonzero()[0])
+            raise ValueError(f"NoiseSchedule: every beta must be in (0, 1) (the variance one step adds), "
+                             f"but betas[{i}] = {betas[i].item()}")
         self.betas, self.name, self.T = betas, name, len(betas)
         self.alphas = 1. - betas                      # (T,)
         self.abar = torch.cumprod(self.alphas, 0)     # (T,) signal fraction of the variance at step t
 
     @classmethod
-    def linear(cls, T:int=1000, beta_start:float=1e-4, beta_end:float=0.02):
+    def linear(cls,
+               T:int=1000, # number of steps
+               beta_start:float=1e-4, # β of the first step
+               beta_end:float=0.02, # β of the last step
+              ):
         "β rising linearly from `beta_start` to `beta_end` (Ho et al., 2020)."
-        return cls(torch.linspace(beta_start, beta_end, T, dtype=torch.float32), 'linear')
+        fn = 'NoiseSchedule.linear'
+        T = _int_arg(fn, 'T', T, 1)
+        b0 = _num_arg(fn, 'beta_start', beta_start, 0, 1, True, True)
+        b1 = _num_arg(fn, 'beta_end', beta_end, 0, 1, True, True)
+        return cls(torch.linspace(b0, b1, T, dtype=torch.float32), 'linear')
 
     @classmethod
-    def cosine(cls, T:int=1000, s:float=0.008, max_beta:float=0.999):
+    def cosine(cls,
+               T:int=1000, # number of steps
+               s:float=0.008, # offset that keeps the first βs from being vanishingly small
+               max_beta:float=0.999, # cap on each β (the last ones would reach 1)
+              ):
         "ᾱ(t) = cos²((t/T + s)/(1 + s)·π/2), turned into βs capped at `max_beta` (Nichol & Dhariwal, 2021)."
+        fn = 'NoiseSchedule.cosine'
+        T, s = _int_arg(fn, 'T', T, 1), _num_arg(fn, 's', s, 0)
+        max_beta = _num_arg(fn, 'max_beta', max_beta, 0, 1, True, True)
         f = lambda t: math.cos((t/T + s) / (1 + s) * math.pi / 2) ** 2
         return cls(torch.tensor([min(1 - f(i+1)/f(i), max_beta) for i in range(T)], dtype=torch.float32), 'cosine')
 
     @property
-    def sigma(self)->Tensor: return (1 - self.abar).sqrt()  # (T,) standard deviation of the noise in x_t
+    def sigma(self)->Tensor:
+        "(T,) standard deviation of the noise in x_t: √(1-ᾱ_t)."
+        return (1 - self.abar).sqrt()
+
+    def abar_prev(self, t_prev:int, # a step to land on: 0..T-1, or -1 for the clean image
+                 )->Tensor: # 0-d float32
+        "ᾱ at `t_prev`, and 1 for `t_prev = -1` (the clean image, all signal): where a sampler step lands."
+        t_prev = _step_int('t_prev', t_prev)
+        if not -1 <= t_prev < self.T:
+            raise ValueError(f"t_prev={t_prev} is outside -1..{self.T-1}: the steps of {self!r}, "
+                             f"or -1 for the clean image")
+        return self.abar[t_prev] if t_prev >= 0 else torch.tensor(1.)
+
     def __repr__(self): return f"NoiseSchedule.{self.name}(T={self.T})"
 
 # %% ../nbs/11_ddpm.ipynb #5f0c8b0e
@@ -65,9 +133,14 @@ def diffusion_dls(bs:int=128, # training batch size
                   seed:int=None, # seed for the shuffle
                  )->DataLoaders: # batches `(xb, yb)`: xb (B, 1, 32, 32) in [-1, 1], yb (B,) classes
     "Fashion-MNIST for diffusion: images in [-1, 1] padded to 32×32, with their classes."
+    bs = _int_arg('diffusion_dls', 'bs', bs, 1)
+    if seed is not None: _int_arg('diffusion_dls', 'seed', seed)
     xt, yt, xv, yv = load_fashion_mnist()
-    return DataLoaders.from_datasets(BatchDataset(xt[:n_train], yt[:n_train], diffusion_prep),
-                                     BatchDataset(xv[:n_valid], yv[:n_valid], diffusion_prep), bs, batched=True, seed=seed)
+    nt, nv = (len(x) if n is None else _int_arg('diffusion_dls', k, n, 1, len(x))
+              for k, n, x in (('n_train', n_train, xt), ('n_valid', n_valid, xv)))
+    train_ds = BatchDataset(xt[:nt], yt[:nt], diffusion_prep)
+    valid_ds = BatchDataset(xv[:nv], yv[:nv], diffusion_prep)
+    return DataLoaders.from_datasets(train_ds, valid_ds, bs, batched=True, seed=seed)
 
 def to_pixels(x:Tensor, # (B, 1, 32, 32) model-space images, about [-1, 1]
              )->Tensor: # (B, 1, 28, 28) in [0, 1]
@@ -81,11 +154,21 @@ def _at(v:Tensor, t:Tensor, x:Tensor)->Tensor:
 
 def noisify(x0:Tensor, # (B, C, H, W) clean images
             sched:NoiseSchedule, # the noise schedule
-            t:Tensor=None, # (B,) time steps; random in 0..T-1 if None
+            t:Tensor=None, # (B,) time steps in 0..T-1; random if None
             generator:torch.Generator=None, # random source for t and the noise
            )->tuple: # `(x_t, t, eps)`: (B, C, H, W), (B,), (B, C, H, W)
     "Jump straight to step `t`: x_t = √ᾱ_t·x0 + √(1-ᾱ_t)·ε."
+    if not isinstance(x0, Tensor) or x0.ndim < 2:
+        raise TypeError(f"noisify: x0 must be a (B, C, H, W) tensor of images, got {_shape(x0)}")
+    if not isinstance(sched, NoiseSchedule):
+        raise TypeError(f"noisify: sched must be a NoiseSchedule, got {sched!r}")
     if t is None: t = torch.randint(0, sched.T, (len(x0),), generator=generator).to(x0.device)
+    elif not isinstance(t, Tensor) or t.shape != (len(x0),) or t.is_floating_point() or t.dtype == torch.bool:
+        raise ValueError(f"noisify: t must be an integer tensor of one time step per image, "
+                         f"shape ({len(x0)},), got {_shape(t)}")
+    elif len(t) and not (0 <= t.min() and t.max() < sched.T):
+        raise ValueError(f"noisify: time steps must be in 0..{sched.T-1} for {sched!r}, "
+                         f"got {t.min().item()}..{t.max().item()}")
     eps = torch.randn(x0.shape, generator=generator).to(x0.device)
     abar = _at(sched.abar, t, x0)
     return abar.sqrt() * x0 + (1 - abar).sqrt() * eps, t, eps
@@ -96,6 +179,10 @@ def timestep_embedding(t:Tensor, # (B,) time steps (or any noise-level numbers)
                        max_period:float=10000., # longest wavelength
                       )->Tensor: # (B, dim)
     "Sines and cosines of `t` at `dim/2` frequencies from 1 to 1/`max_period`."
+    dim = _int_arg('timestep_embedding', 'dim', dim, 2)
+    if dim % 2: raise ValueError(f"timestep_embedding: dim must be even (sines and cosines), got {dim}")
+    if not isinstance(t, Tensor) or t.ndim != 1:
+        raise ValueError(f"timestep_embedding: t must be a (B,) tensor, got {_shape(t)}")
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)  # (half,)
     args = t.float()[:, None] * freqs[None]                                                 # (B, half)
@@ -182,7 +269,11 @@ class DDPMCB(Callback):
                  valid_seed:int=0, # validation noise is drawn from this seed every epoch, so valid losses compare
                  min_snr:float=None, # γ of min-SNR weighting for the training loss (None: plain MSE)
                 ):
-        self.sched, self.valid_seed, self.min_snr = sched, valid_seed, min_snr
+        if not isinstance(sched, NoiseSchedule):
+            raise TypeError(f"DDPMCB: sched must be a NoiseSchedule, got {sched!r}")
+        if min_snr is not None: _num_arg('DDPMCB', 'min_snr', min_snr, 0, lo_open=True)
+        self.sched, self.min_snr = sched, min_snr
+        self.valid_seed = _int_arg('DDPMCB', 'valid_seed', valid_seed)
     def before_epoch(self, learn): self.gen = None if learn.training else torch.Generator().manual_seed(self.valid_seed)
     def before_batch(self, learn): learn.batch = noisify(learn.batch[0], self.sched, generator=self.gen)
     def get_loss(self, learn):
@@ -191,28 +282,6 @@ class DDPMCB(Callback):
         snr = _at(self.sched.abar / (1 - self.sched.abar), t, eps)    # (B, 1, 1, 1)
         err = (learn.preds.float() - eps).pow(2)                      # (B, C, H, W)
         learn.loss = (err * snr.clamp(max=self.min_snr) / snr).mean()
-
-# %% ../nbs/11_ddpm.ipynb #87ba5139
-class EMACB(Callback):
-    "Keep an exponential moving average of the weights; validate with it, and leave it in the model at the end of `fit`."
-    order = MetricsCB.order + 5  # swap back only after the other callbacks' `after_epoch` (e.g. `SampleCB`) used the average
-    def __init__(self, decay:float=0.999): # weight of the old average at each step: it averages over about 1/(1-decay) steps
-        self.decay = decay
-    @staticmethod
-    def _snapshot(learn): return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
-    def before_fit(self, learn): self.avg, self.n = self._snapshot(learn), 0
-    @torch.no_grad()
-    def after_batch(self, learn):
-        if not learn.training: return
-        self.n += 1
-        d = min(self.decay, (1 + self.n) / (10 + self.n))
-        for k, v in learn.model.state_dict().items():
-            if v.is_floating_point(): self.avg[k].lerp_(v, 1 - d)
-    def before_epoch(self, learn):
-        if not learn.training: self.raw = self._snapshot(learn); learn.model.load_state_dict(self.avg)
-    def after_epoch(self, learn):
-        if not learn.training: learn.model.load_state_dict(self.raw)
-    def after_fit(self, learn): self.last = self._snapshot(learn); learn.model.load_state_dict(self.avg)
 
 # %% ../nbs/11_ddpm.ipynb #79fd23d9
 def train_ddpm(model:nn.Module, # the U-Net to train, in place
@@ -227,16 +296,17 @@ def train_ddpm(model:nn.Module, # the U-Net to train, in place
                cbs:list=(), # extra callbacks, e.g. `ProgressCB()` or a `SampleCB`
               )->dict: # a record of the run: settings, loss history, minutes (and the last weights, with `ema`)
     "Train a noise-predicting U-Net on Fashion-MNIST: cosine schedule, min-SNR weights, Adam with 1cycle, bf16, an EMA of the weights."
+    epochs = _int_arg('train_ddpm', 'epochs', epochs, 1)
+    lr = _num_arg('train_ddpm', 'lr', lr, 0, lo_open=True)
+    if min_snr is not None: _num_arg('train_ddpm', 'min_snr', min_snr, 0, lo_open=True)
+    ema_cb = EMACB(ema) if ema else None      # EMACB checks the decay
     sched, dls = NoiseSchedule.cosine(), diffusion_dls(bs, n_train, n_valid, seed=seed)
-    ema_cbs = [EMACB(ema)] if ema else []
-    cbs = [DDPMCB(sched, min_snr=min_snr), DeviceCB(), MixedPrecision(), MetricsCB(),
-           BatchSchedCB(partial(OneCycle, max_lr=lr, total_steps=epochs * len(dls.train))), *ema_cbs, *cbs]
-    learn = Learner(model, dls, F.mse_loss, lr=lr, cbs=cbs, opt_func=Adam)
-    t0 = time.perf_counter()
-    learn.fit(epochs)
+    ema_cbs = [ema_cb] if ema_cb else []
+    cbs = [DDPMCB(sched, min_snr=min_snr), DeviceCB(), MixedPrecision(), MetricsCB(), *ema_cbs, *cbs]
+    run = Learner(model, dls, F.mse_loss, lr=lr, cbs=cbs, opt_func=Adam).fit_one_cycle(epochs)
     record = dict(schedule=sched.name, T=sched.T, epochs=epochs, bs=bs, lr=lr, n_train=len(dls.train.dataset), seed=seed,
-                  min_snr=min_snr, ema=ema, hist=learn.metrics.hist, minutes=(time.perf_counter() - t0) / 60)
-    if ema_cbs: record['last_weights'] = ema_cbs[0].last
+                  min_snr=min_snr, ema=ema, hist=run['hist'], minutes=run['minutes'])
+    if ema_cb: record['last_weights'] = ema_cb.last
     return record
 
 # %% ../nbs/11_ddpm.ipynb #a1b62ffd
@@ -254,17 +324,34 @@ def load_unet(path:Path, # a checkpoint written by `pretrained_ddpm`
     "Rebuild the U-Net described in a checkpoint's record and load its weights (clear errors for other files)."
     _check_weights(weights)
     state = read_checkpoint(path)
-    if 'config' not in state['record']: raise DataError(f"{path} has no U-Net config in its record; it was not written by pretrained_ddpm")
-    model = load_weights(UNet(**state['record']['config']), state['model'], path)
-    return _choose_weights(model, state['record'], weights, path).eval(), state['record']
+    record = state.get('record')
+    if not isinstance(record, dict) or not isinstance(record.get('config'), dict):
+        raise DataError(f"{path} has no U-Net config in its record; it was not written by pretrained_ddpm")
+    model = load_weights(UNet(**record['config']), state['model'], path)
+    return _choose_weights(model, record, weights, path).eval(), record
 
 def _seeded(seed, build):
     set_seed(seed)
     return build()
 
-def pretrained_ddpm(epochs:int=sized(9, 1), # training epochs of the model wanted
+def ddpm_recipe(epochs:int=None, # training epochs (default 9; quick mode 1)
+                use_t:bool=True, # with or without the time-step input
+                n_train:int=None, # training images (default: all 60,000; quick mode 1,024)
+                seed:int=42, # seed for the weights, the shuffle, the time steps and the noise
+               )->dict:
+    "All that decides `pretrained_ddpm`'s weights: U-Net and schedule settings, every `train_ddpm` argument."
+    epochs = sized(9, 1) if epochs is None else _int_arg('ddpm_recipe', 'epochs', epochs, 1)
+    n_train = sized(None, 1024) if n_train is None else _int_arg('ddpm_recipe', 'n_train', n_train, 1, 60_000)
+    if not isinstance(use_t, bool):
+        raise TypeError(f"ddpm_recipe: use_t must be True or False, got {use_t!r}")
+    seed = _int_arg('ddpm_recipe', 'seed', seed)
+    return {'unet': recipe_of(UNet, nfs=(16, 32, 64, 128), use_t=use_t),
+            'schedule': dict(name='cosine', **recipe_of(NoiseSchedule.cosine)),     # what train_ddpm uses
+            **recipe_of(train_ddpm, epochs=epochs, n_train=n_train, seed=seed)}
+
+def pretrained_ddpm(epochs:int=None, # training epochs of the model wanted (default 9; quick mode 1)
                     use_t:bool=True, # with or without the time-step input
-                    n_train:int=sized(None, 1024), # training images (None: all 60,000)
+                    n_train:int=None, # training images (default: all 60,000; quick mode 1,024)
                     seed:int=42, # seed for the weights, the shuffle, the time steps and the noise
                     retrain:bool=False, # train even if the cache has this model
                     cbs:list=(), # extra callbacks for training
@@ -272,17 +359,34 @@ def pretrained_ddpm(epochs:int=sized(9, 1), # training epochs of the model wante
                    )->tuple: # `(model, record)`
     "A DDPM U-Net trained by `train_ddpm` with these settings: loaded from the model cache, or trained and cached first."
     _check_weights(weights)  # before a training run that may take 40 minutes
-    config = dict(nfs=(16, 32, 64, 128), use_t=use_t)
-    def train(model): return dict(config=config, **train_ddpm(model, epochs, n_train=n_train, seed=seed, cbs=cbs))
-    name = f"ddpm_unet_{'t' if use_t else 'no_t'}_snr5_ema_bs64_{epochs}ep_{n_train or 'all'}_s{seed}.pth"  # the recipe is in the name
-    model, record = cached_model(name, partial(_seeded, seed, partial(UNet, **config)), train, retrain)
-    model = _choose_weights(model, record, weights, cache_dir('models') / name).eval()
-    print(f"{name} ({weights} weights): {record['epochs']} epoch{'s' * (record['epochs'] != 1)} on {record['n_train']:,} images, "
+    recipe = ddpm_recipe(epochs, use_t, n_train, seed)
+    config, train_args = recipe['unet'], {k: v for k, v in recipe.items() if k not in ('unet', 'schedule')}
+    def train(model): return dict(config=config, **train_ddpm(model, **train_args, cbs=cbs))
+    build = partial(_seeded, seed, partial(UNet, **config))
+    model, record = cached_model('ddpm_unet', build, train, recipe, retrain)
+    model = _choose_weights(model, record, weights, f"the cached ddpm_unet for {train_args}").eval()
+    n = record['epochs']
+    print(f"DDPM U-Net {'with' if use_t else 'without'} the time step ({weights} weights): "
+          f"{n} epoch{'s' * (n != 1)} on {record['n_train']:,} images, "
           f"trained in {record['minutes']:.1f} min")
     return model, record
 
 # %% ../nbs/11_ddpm.ipynb #caecc714
-def _abar_prev(sched, t_prev): return sched.abar[t_prev] if t_prev >= 0 else torch.tensor(1.)
+def check_step(t:int, # the current time step
+               t_prev:int, # the step to go to
+               sched:NoiseSchedule, # the schedule the steps index
+               clip:float=None, # the step's clamp of the estimated clean image, if any: None or a number > 0
+              )->tuple: # `(t, t_prev)` as Python ints
+    "The check every sampler step makes first: `t` in 0..T-1, `t_prev` in -1..t-1 (towards the clean image)."
+    if not isinstance(sched, NoiseSchedule): raise TypeError(f"sched must be a NoiseSchedule, got {sched!r}")
+    t, t_prev = _step_int('t', t), _step_int('t_prev', t_prev)
+    if not 0 <= t < sched.T:
+        raise ValueError(f"time step t={t} is outside 0..{sched.T-1}, the steps of {sched!r}")
+    if not -1 <= t_prev < t:
+        raise ValueError(f"t_prev={t_prev} must be below t={t} (a step goes towards the clean image) "
+                         f"and at least -1 (the clean image)")
+    if clip is not None: _num_arg('sampler step', 'clip', clip, 0, lo_open=True)
+    return t, t_prev
 
 def ddpm_step(x_t:Tensor, # (B, C, H, W) current noisy images
               eps:Tensor, # (B, C, H, W) the model's noise prediction at `t`
@@ -293,51 +397,92 @@ def ddpm_step(x_t:Tensor, # (B, C, H, W) current noisy images
               clip:float=None, # clamp the estimated clean image to [-clip, clip] (None: no clamping)
              )->Tensor: # (B, C, H, W) x at `t_prev`
     "One DDPM ancestral step from `t` to `t_prev`: the posterior mean given the estimated clean image, plus fresh noise."
-    abar_t, abar_p = sched.abar[t], _abar_prev(sched, t_prev)
-    beta = 1 - abar_t / abar_p                                       # the β of this (possibly skipping) step
-    x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()           # estimated clean image
+    t, t_prev = check_step(t, t_prev, sched, clip)
+    if eps.shape != x_t.shape:
+        raise ValueError(f"ddpm_step: eps {_shape(eps)} must have x_t's shape {_shape(x_t)}")
+    abar_t, abar_p = sched.abar[t].item(), sched.abar_prev(t_prev).item()   # Python floats: float64 from here
+    alpha = abar_t / abar_p                                          # α of this (possibly skipping) step
+    beta = 1 - alpha
+    x0 = (x_t - math.sqrt(1 - abar_t) * eps) / math.sqrt(abar_t)     # estimated clean image
     if clip is not None: x0 = x0.clamp(-clip, clip)
-    mean = abar_p.sqrt() * beta / (1 - abar_t) * x0 + (1 - beta).sqrt() * (1 - abar_p) / (1 - abar_t) * x_t
+    mean = math.sqrt(abar_p) * beta / (1 - abar_t) * x0 + math.sqrt(alpha) * (1 - abar_p) / (1 - abar_t) * x_t
     if t_prev < 0: return mean
-    var = ((1 - abar_p) / (1 - abar_t) * beta).clamp(min=1e-20)
-    return mean + var.sqrt() * torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
+    std = math.sqrt(max((1 - abar_p) / (1 - abar_t) * beta, 1e-20))
+    return mean + std * torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
 
 # %% ../nbs/11_ddpm.ipynb #a4363dc8
 def timesteps(T:int, # steps in the training schedule
               n:int, # sampling steps wanted
              )->list: # `n` decreasing time steps
     "`n` evenly spaced time steps from the noisiest down: T-1, T-1-T/n, ..., T/n-1 (rounded; T-1, ..., 0 when n == T)."
-    if not isinstance(n, int) or not 1 <= n <= T: raise ValueError(f"timesteps: n must be an integer from 1 to T={T}, got {n!r}")
+    T = _int_arg('timesteps', 'T', T, 1)
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= T:
+        raise ValueError(f"timesteps: n must be an integer from 1 to T={T}, got {n!r}")
     return [round(T - i * T / n) - 1 for i in range(n)]
+
+@contextmanager
+def _eval_mode(model:nn.Module):
+    "Run the block with `model` in eval mode, then give each submodule back its own mode, whatever happens."
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try: yield model
+    finally:
+        for m, mode in modes: m.training = mode
+
+def _check_size(fn, size):
+    ok = isinstance(size, (tuple, list)) and len(size) == 3
+    if not ok or any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in size):
+        raise ValueError(f"{fn}: size must be (C, H, W), three positive integers, e.g. (1, 32, 32), "
+                         f"got {size!r}")
+    return tuple(int(v) for v in size)
+
+def _check_sampler_args(fn, model, sched, step_fn, clip, seed):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: model must be a torch module, got {type(model).__name__}")
+    if not isinstance(sched, NoiseSchedule):
+        raise TypeError(f"{fn}: sched must be a NoiseSchedule, got {sched!r}")
+    if not callable(step_fn):
+        raise TypeError(f"{fn}: step_fn must be a step function such as ddpm_step, got {step_fn!r}")
+    if clip is not None: _num_arg(fn, 'clip', clip, 0, lo_open=True)
+    if seed is not None: _int_arg(fn, 'seed', seed)
 
 @torch.no_grad()
 def diffusion_sample(model:nn.Module, # predicts the noise: `model(x_t, t)`
                      sched:NoiseSchedule, # the schedule the model was trained with
                      n:int=16, # images to draw
-                     steps:int=None, # sampling steps (default: every step of the schedule)
-                     step_fn=ddpm_step, # `step_fn(x_t, eps, t, t_prev, sched, generator=..., clip=...)`, e.g. `ddpm_step` or `ddim_step`
-                     clip:float=1., # clamp each estimated clean image to [-clip, clip] (our data range); None to turn off
+                     steps:int=None, # sampling steps, 1..T (default: every step of the schedule)
+                     step_fn=ddpm_step, # `step_fn(x_t, eps, t, t_prev, sched, generator=, clip=)`
+                     clip:float=1., # clamp each estimated clean image to [-clip, clip]; None: off
                      size:tuple=(1, 32, 32), # (C, H, W) of one image
                      bs:int=500, # images per model call
                      seed:int=None, # seed for the starting noise and every step's noise
-                     keep:int=0, # if > 0, return the starting noise and this many evenly spaced x's, the last being the samples
+                     keep:int=0, # if > 0, return the start and `keep` evenly spaced x's (at most `steps`)
                      progress:bool=True, # show a progress bar over the steps
                      device=None, # where to run (default: the model's device)
-                    ): # (n, C, H, W) samples; with `keep`, a list of `keep+1` such tensors from the noise to the samples
-    "Draw `n` images by running `step_fn` down `steps` time steps from pure noise."
-    device = device or next(model.parameters()).device
-    ts = timesteps(sched.T, steps or sched.T)
+                    ): # (n, C, H, W) samples; with `keep`, a list of `keep+1` such tensors
+    "Draw `n` images by running `step_fn` down `steps` time steps from pure noise; the model's mode is kept."
+    fn = 'diffusion_sample'
+    _check_sampler_args(fn, model, sched, step_fn, clip, seed)
+    n, bs, size = _int_arg(fn, 'n', n, 1), _int_arg(fn, 'bs', bs, 1), _check_size(fn, size)
+    steps = sched.T if steps is None else _int_arg(fn, 'steps', steps, 1, sched.T)
+    keep = _int_arg(fn, 'keep', keep, 0, steps)
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device('cpu')
+    ts = timesteps(sched.T, steps)
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     x = torch.randn((n, *size), generator=gen).to(device)
     dtype = autocast_dtype(torch.device(device).type)
     amp = partial(torch.autocast, torch.device(device).type, dtype=dtype, enabled=dtype is not None)
-    model.eval()
-    kept, snaps = [x.cpu()], {round(j * (len(ts) - 1) / max(keep - 1, 1)) for j in range(keep)}
-    for i, t in enumerate(progress_bar(ts, leave=False) if progress else ts):
-        tt = torch.full((n,), t, dtype=torch.long, device=device)
-        with amp(): eps = torch.cat([model(xb, tb) for xb, tb in zip(x.split(bs), tt.split(bs))]).float()
-        x = step_fn(x, eps, t, ts[i+1] if i+1 < len(ts) else -1, sched, generator=gen, clip=clip)
-        if i in snaps: kept.append(x.cpu())
+    kept = [x.cpu()]
+    last = len(ts) - 1
+    snaps = {last} if keep == 1 else {round(j * last / (keep - 1)) for j in range(keep)}  # steps to keep x at
+    with _eval_mode(model):
+        for i, t in enumerate(progress_bar(ts, leave=False) if progress else ts):
+            tt = torch.full((n,), t, dtype=torch.long, device=device)
+            with amp(): eps = torch.cat([model(xb, tb) for xb, tb in zip(x.split(bs), tt.split(bs))]).float()
+            x = step_fn(x, eps, t, ts[i+1] if i+1 < len(ts) else -1, sched, generator=gen, clip=clip)
+            if keep and i in snaps: kept.append(x.cpu())
     return kept if keep else x.cpu()
 
 # %% ../nbs/11_ddpm.ipynb #219d00ec
@@ -351,13 +496,16 @@ class SampleCB(Callback):
                  every:int=1, # epochs between grids
                  seed:int=0, # the same starting noise each time, so grids compare
                 ):
+        if not isinstance(sched, NoiseSchedule):
+            raise TypeError(f"SampleCB: sched must be a NoiseSchedule, got {sched!r}")
+        n, steps = _int_arg('SampleCB', 'n', n, 1), _int_arg('SampleCB', 'steps', steps, 1, sched.T)
+        every, seed = _int_arg('SampleCB', 'every', every, 1), _int_arg('SampleCB', 'seed', seed)
         self.sched, self.n, self.steps, self.every, self.seed, self.samples = sched, n, steps, every, seed, []
     def after_epoch(self, learn):
         if learn.training and learn.do_valid: return   # wait for the epoch's validation pass
         last = learn.epoch == learn.n_epochs - 1
         if (learn.epoch + 1) % self.every and not last: return
         x = diffusion_sample(learn.model, self.sched, self.n, self.steps, seed=self.seed, progress=False)
-        learn.model.train(learn.training)
         self.samples.append(x)
         show_images(to_pixels(x), nrows=1, figsize=(self.n * 0.7, 1), title=f'samples after epoch {learn.epoch}')
         plt.show()

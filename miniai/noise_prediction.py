@@ -4,35 +4,55 @@
 
 # %% ../nbs/10_noise_prediction.ipynb #0e65d823
 from __future__ import annotations
-import time
+import math, numbers
+from contextlib import contextmanager
 from functools import partial
-from pathlib import Path
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from .data import load_mnist, cache_dir, sized, DataError
-from .datasets import BatchDataset, DataLoaders
-from .learner import Learner, Callback, DeviceCB, TrainCB, MetricsCB, Accuracy, set_seed, save_atomic
-from .sgd import Adam, BatchSchedCB, OneCycle
-from .resnet import resnet, predict, accuracy_of, MixedPrecision
+from .data import sized
+from .datasets import mnist_tensors, mnist_dls
+from .learner import Learner, Callback, DeviceCB, TrainCB, MetricsCB, Accuracy
+from .sgd import Adam
+from .checkpoint import cached_model, recipe_of
+from .resnet import resnet, predict, accuracy_of
+from .learner import MixedPrecision
 
 # %% auto #0
-__all__ = ['mnist_tensors', 'mnist_dls', 'corrupt', 'ascend', 'NoisePredictor', 'NoisePredCB', 'train_noise_predictor',
-           'denoise_iteratively', 'read_checkpoint', 'load_weights', 'cached_model', 'mnist_classifier']
+__all__ = ['corrupt', 'ascend', 'NoisePredictor', 'NoisePredCB', 'train_noise_predictor', 'denoise_iteratively',
+           'mnist_classifier']
 
-# %% ../nbs/10_noise_prediction.ipynb #9183188b
-def mnist_tensors()->tuple: # x_train (4000, 1, 28, 28) in [-1, 1], y_train (4000,), x_valid (1000, 1, 28, 28), y_valid (1000,)
-    "The MNIST subset of `load_mnist` as tensors: images scaled to [-1, 1] with a channel dimension, labels as int64."
-    xt, yt, xv, yv = load_mnist()
-    img = lambda xs: torch.tensor(xs, dtype=torch.float32).view(-1, 1, 28, 28) * 2 - 1
-    return img(xt), torch.tensor(yt), img(xv), torch.tensor(yv)
+# %% ../nbs/10_noise_prediction.ipynb #5c1d2a7e
+def _shape(o): return tuple(o.shape) if hasattr(o, 'shape') else type(o).__name__
 
-def mnist_dls(bs:int=128, # batch size
-              seed:int=None, # seed for the shuffle
-             )->DataLoaders:
-    "DataLoaders over `mnist_tensors`: batches `(xb, yb)`, xb (B, 1, 28, 28) in [-1, 1], yb (B,)."
-    xt, yt, xv, yv = mnist_tensors()
-    return DataLoaders.from_datasets(BatchDataset(xt, yt), BatchDataset(xv, yv), bs, batched=True, seed=seed)
+def _int_arg(fn:str, name:str, v, lo:int=None, hi:int=None)->int:
+    "`v` as an int if it is a whole number in `lo..hi` (None: no bound); else one error naming it."
+    want = (f'an integer from {lo} to {hi}' if hi is not None else
+            'an integer' if lo is None else f'an integer ≥ {lo}')
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{fn}: {name} must be {want}, got {v!r}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{fn}: {name} must be {want}, got {v!r}")
+    return int(v)
+
+def _num_arg(fn:str, name:str, v, lo:float, hi:float=math.inf, lo_open:bool=False)->float:
+    "`v` as a float if it is a finite number in [lo, hi] ((lo, hi] if `lo_open`); else one error naming it."
+    want = (f"a number in {'(' if lo_open else '['}{lo}, {hi}]" if hi < math.inf else
+            f"a finite number {'>' if lo_open else '≥'} {lo}")
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{fn}: {name} must be {want}, got {v!r}")
+    if not math.isfinite(v) or v < lo or (lo_open and v == lo) or v > hi:
+        raise ValueError(f"{fn}: {name} must be {want}, got {v!r}")
+    return float(v)
+
+@contextmanager
+def _eval_mode(model:nn.Module):
+    "Run the block with `model` in eval mode, then give each submodule back its own mode, whatever happens."
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try: yield model
+    finally:
+        for m, mode in modes: m.training = mode
 
 # %% ../nbs/10_noise_prediction.ipynb #c2850f71
 def corrupt(x0:Tensor, # (B, C, H, W) clean images
@@ -40,7 +60,16 @@ def corrupt(x0:Tensor, # (B, C, H, W) clean images
             eps:Tensor=None, # (B, C, H, W) the noise; drawn from N(0, 1) if None
            )->tuple: # `(x, eps)`: the mixed images and the noise used
     "Mix images with Gaussian noise: x = (1-a)·x0 + a·ε, one amount per image."
+    if not isinstance(x0, Tensor) or x0.ndim < 2:
+        raise TypeError(f"corrupt: x0 must be a (B, C, H, W) tensor of images, got {_shape(x0)}")
+    if not isinstance(a, Tensor) or a.shape != (len(x0),):
+        raise ValueError(f"corrupt: a must be a tensor of one noise amount per image, shape ({len(x0)},), "
+                         f"got {_shape(a)}")
+    if not ((a >= 0) & (a <= 1)).all():
+        raise ValueError(f"corrupt: the noise amounts a must be in [0, 1], got {a.min()} to {a.max()}")
     if eps is None: eps = torch.randn_like(x0)
+    elif not isinstance(eps, Tensor) or eps.shape != x0.shape:
+        raise ValueError(f"corrupt: eps must have the images' shape {tuple(x0.shape)}, got {_shape(eps)}")
     a = a.view(-1, *[1]*(x0.ndim-1))  # (B, 1, 1, 1)
     return (1 - a) * x0 + a * eps, eps
 
@@ -49,15 +78,23 @@ def ascend(f, # maps images (B, C, H, W) to scores (B,)
            x:Tensor, # (B, C, H, W) starting images
            lr:float=1., # step size along the gradient
            steps:int=20, # gradient steps
-           keep:int=5, # snapshots to return
+           keep:int=5, # snapshots besides the start, evenly spaced, the last at the end (1..steps)
           )->list: # `keep+1` pairs `(x, f(x))`, from the start to the end
     "Gradient ascent on the pixels: x ← x + lr·∂f/∂x, repeated; the weights of `f` stay unchanged."
+    if not callable(f): raise TypeError(f"ascend: f must map images to scores, got {type(f).__name__}")
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"ascend: x must be a float tensor of images, got {_shape(x)}")
+    lr = _num_arg('ascend', 'lr', lr, 0, lo_open=True)
+    steps = _int_arg('ascend', 'steps', steps, 1)
+    keep = _int_arg('ascend', 'keep', keep, 1, steps)
     x, out = x.detach().clone(), []
-    every = max(steps // keep, 1)
+    snaps = {j * steps // keep for j in range(keep + 1)}               # the steps to record: 0, ..., steps
     for i in range(steps + 1):
         x.requires_grad_()
         score = f(x)
-        if i % every == 0 or i == steps: out.append((x.detach().clone(), score.detach()))
+        if i == 0 and (not isinstance(score, Tensor) or score.shape != (len(x),)):
+            raise ValueError(f"ascend: f must return one score per image, ({len(x)},), got {_shape(score)}")
+        if i in snaps: out.append((x.detach().clone(), score.detach()))
         if i == steps: break
         g, = torch.autograd.grad(score.sum(), x)
         x = (x + lr * g).detach()
@@ -102,7 +139,8 @@ class NoisePredCB(Callback):
                  p_drop:float=0.1, # fraction of labels replaced by zeros ("any digit")
                  n_classes:int=10, # number of classes
                 ):
-        self.p_drop, self.n_classes = p_drop, n_classes
+        self.p_drop = _num_arg('NoisePredCB', 'p_drop', p_drop, 0, 1)
+        self.n_classes = _int_arg('NoisePredCB', 'n_classes', n_classes, 1)
     def before_batch(self, learn):
         x0, y = learn.batch
         a = torch.rand(len(x0), device=x0.device)                      # (B,) noise amounts
@@ -111,22 +149,36 @@ class NoisePredCB(Callback):
         onehot = onehot * (torch.rand(len(y), 1, device=y.device) >= self.p_drop)
         learn.batch = (x, onehot, x - x0)                              # the target: the noise that was added
 
-def train_noise_predictor(epochs:int=sized(25, 2), # passes over the 4,000 training digits
-                          lr:float=3e-3, # peak learning rate
+def train_noise_predictor(epochs:int=None, # passes over the 4,000 training digits (default 25; quick mode 2)
+                          bs:int=128, # batch size
+                          lr:float=3e-3, # peak learning rate of the 1cycle schedule
                           seed:int=42, # seed for the weights, shuffle and noise
                           cbs:list=(), # extra callbacks, e.g. `ProgressCB()`
+                          retrain:bool=False, # train even if the model cache has this model
                          )->tuple: # `(model, record)`
-    "Train a label-aware `NoisePredictor` on the MNIST subset with the Learner, 1cycle and mixed precision."
-    set_seed(seed)
-    dls, model = mnist_dls(128, seed=seed), NoisePredictor()
-    cbs = [DeviceCB(), NoisePredCB(), MixedPrecision(), MetricsCB(), BatchSchedCB(partial(OneCycle, max_lr=lr, total_steps=epochs*len(dls.train))),
-           *cbs]
-    t0 = time.perf_counter()
-    learn = Learner(model, dls, F.mse_loss, lr=lr, cbs=cbs, opt_func=Adam)
-    learn.fit(epochs)
-    return model.eval(), dict(epochs=epochs, lr=lr, seed=seed, hist=learn.metrics.hist, minutes=(time.perf_counter() - t0) / 60)
+    "A label-aware `NoisePredictor` trained on the MNIST subset: 1cycle, mixed precision (or from the cache)."
+    epochs = sized(25, 2) if epochs is None else _int_arg('train_noise_predictor', 'epochs', epochs, 1)
+    recipe = {'net': recipe_of(NoisePredictor), 'noise': recipe_of(NoisePredCB),
+              **recipe_of(train_noise_predictor, epochs=epochs, bs=bs, lr=lr, seed=seed)}
+    def train(model):
+        learn = Learner(model, mnist_dls(bs, seed=seed), F.mse_loss, lr=lr, opt_func=Adam,
+                        cbs=[DeviceCB(), NoisePredCB(**recipe['noise']), MixedPrecision(), MetricsCB(), *cbs])
+        return dict(learn.fit_one_cycle(epochs), seed=seed)
+    return cached_model('noise_predictor', partial(NoisePredictor, **recipe['net']), train, recipe, retrain)
 
 # %% ../nbs/10_noise_prediction.ipynb #f873ce6a
+def _one_hot(fn, labels, n, model):
+    "The (n, n_classes) one-hot labels for `model`, with one clear error for labels it cannot take."
+    k = getattr(model, 'n_classes', 0)
+    if not k: raise ValueError(f"{fn}: labels were given but the model takes none (n_classes={k})")
+    if (not isinstance(labels, Tensor) or labels.shape != (n,) or labels.is_floating_point()
+        or labels.dtype == torch.bool):
+        raise ValueError(f"{fn}: labels must be an integer tensor of one digit per image, shape ({n},), "
+                         f"got {_shape(labels)}")
+    if not (0 <= labels.min() and labels.max() < k):
+        raise ValueError(f"{fn}: labels must be in 0..{k-1}, got {labels.min()}..{labels.max()}")
+    return F.one_hot(labels.long(), k).float()
+
 @torch.no_grad()
 def denoise_iteratively(model:nn.Module, # a `NoisePredictor`
                         n:int=16, # images to make
@@ -134,67 +186,42 @@ def denoise_iteratively(model:nn.Module, # a `NoisePredictor`
                         steps:int=50, # steps; the noise left at the end is (1-C)**steps of the start
                         labels:Tensor=None, # (n,) digits wanted, or None for any digit
                         seed:int=0, # seed for the starting noise
-                        keep:int=0, # if > 0, also return this many snapshots along the way
+                        keep:int=0, # if > 0, also return this many evenly spaced snapshots (at most `steps`)
                        ):
-    "Start from pure noise and repeat x ← x - C·predicted_noise(x); finish by removing all the noise predicted at the last step."
-    if not 0 < C <= 1: raise ValueError(f"denoise_iteratively: C must be in (0, 1], got {C}")
+    "From pure noise, repeat x ← x - C·predicted_noise(x); at the end remove all the noise predicted last."
+    fn = 'denoise_iteratively'
+    n, steps, seed = _int_arg(fn, 'n', n, 1), _int_arg(fn, 'steps', steps, 0), _int_arg(fn, 'seed', seed)
+    C, keep = _num_arg(fn, 'C', C, 0, 1, lo_open=True), _int_arg(fn, 'keep', keep, 0, steps)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{fn}: model must be a torch module (a NoisePredictor), got {type(model).__name__}")
+    onehot = None if labels is None else _one_hot(fn, labels, n, model)
     dev = next(model.parameters()).device
     x = torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed)).to(dev)
-    onehot = None if labels is None else F.one_hot(labels, model.n_classes).float().to(dev)
-    snaps, every = [x.cpu()], max(steps // keep, 1) if keep else 0
-    for i in range(steps):
-        x = x - C * model(x, onehot)
-        if keep and (i + 1) % every == 0: snaps.append(x.cpu())
-    x = x - model(x, onehot)
+    onehot = None if onehot is None else onehot.to(dev)
+    snaps, at = [x.cpu()], {(j + 1) * steps // keep for j in range(keep)}   # the steps after which to keep x
+    with _eval_mode(model):
+        for i in range(steps):
+            x = x - C * model(x, onehot)
+            if i + 1 in at: snaps.append(x.cpu())
+        x = x - model(x, onehot)
     return (x.cpu(), snaps) if keep else x.cpu()
 
-# %% ../nbs/10_noise_prediction.ipynb #149c96dc
-def read_checkpoint(path:Path)->dict: # `{'model': state_dict, 'record': dict}`
-    "Read a checkpoint written by `cached_model`, with a clear error for a file that is unreadable or something else."
-    try: state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise DataError(f"{path} could not be read as a checkpoint ({type(e).__name__}); delete it to train the model again") from e
-    if not isinstance(state, dict) or not {'model', 'record'} <= set(state):
-        raise DataError(f"{path} is not a miniai model checkpoint (a dict with 'model' and 'record'); delete it to train again")
-    return state
-
-def load_weights(model:nn.Module, # the architecture the weights should fit
-                 state:dict, # a state_dict
-                 path:Path='checkpoint', # where it came from, for the error message
-                )->nn.Module:
-    "`model.load_state_dict(state)`, with an error that names the file and the mismatch when the weights are for another architecture."
-    try: model.load_state_dict(state)
-    except RuntimeError as e:
-        raise DataError(f"{path} holds weights for another architecture than this {type(model).__name__}: "
-                        f"{str(e).splitlines()[1].strip()}; delete it to train again") from e
-    return model
-
-def cached_model(name:str, # file name in `cache_dir('models')`, e.g. 'mnist_classifier_10ep_s42.pth'
-                 build, # `build()` makes the untrained model
-                 train, # `train(model)` trains it in place and returns a record dict (hyper-parameters, metrics, minutes)
-                 retrain:bool=False, # train even if the cache has it
-                )->tuple: # `(model, record)` with the model in eval mode
-    "Load `name` from the model cache into `build()`, or train it with `train` and cache it (state_dict + record, written atomically)."
-    path, model = cache_dir('models') / name, build()
-    if path.exists() and not retrain:
-        state = read_checkpoint(path)
-        return load_weights(model, state['model'], path).eval(), state['record']
-    record = train(model)
-    save_atomic({'model': model.state_dict(), 'record': record}, path)
-    return model.eval(), record
-
 # %% ../nbs/10_noise_prediction.ipynb #bd24bdf9
-def _train_classifier(model, epochs, seed):
-    set_seed(seed)
-    dls = mnist_dls(128, seed=seed)
-    cbs = [DeviceCB(), TrainCB(), MetricsCB(Accuracy()), BatchSchedCB(partial(OneCycle, max_lr=1e-2, total_steps=epochs*len(dls.train)))]
-    Learner(model, dls, F.cross_entropy, lr=1e-2, cbs=cbs, opt_func=partial(Adam, wd=1e-2)).fit(epochs)
-    return dict(epochs=epochs, seed=seed, valid_accuracy=accuracy_of(*predict(model, dls.valid)))
-
-def mnist_classifier(epochs:int=sized(10, 1), # training epochs
-                     seed:int=42, # training seed
+def mnist_classifier(epochs:int=None, # training epochs (default 10; quick mode 1)
+                     bs:int=128, # batch size
+                     lr:float=1e-2, # peak learning rate of the 1cycle schedule
+                     wd:float=1e-2, # weight decay of Adam
+                     seed:int=42, # seed for the weights and the shuffle
                      retrain:bool=False, # train even if cached
                     )->tuple: # `(model, record)`: the model maps (B, 1, 28, 28) digits in [-1, 1] to (B, 10) scores
-    "A ResNet digit classifier trained on the 4,000 MNIST training digits (from the cache if there); its held-out accuracy in the record."
-    return cached_model(f'mnist_classifier_{epochs}ep_s{seed}.pth', partial(resnet, (16, 32, 64, 128)),
-                        partial(_train_classifier, epochs=epochs, seed=seed), retrain)
+    "A ResNet digit classifier trained on the 4,000 MNIST training digits (from the cache if there)."
+    epochs = sized(10, 1) if epochs is None else _int_arg('mnist_classifier', 'epochs', epochs, 1)
+    recipe = {'net': recipe_of(resnet, (16, 32, 64, 128)),
+              **recipe_of(mnist_classifier, epochs=epochs, bs=bs, lr=lr, wd=wd, seed=seed)}
+    def train(model):
+        dls = mnist_dls(bs, seed=seed)
+        learn = Learner(model, dls, F.cross_entropy, lr=lr, opt_func=partial(Adam, wd=wd),
+                        cbs=[DeviceCB(), TrainCB(), MetricsCB(Accuracy())])
+        run = learn.fit_one_cycle(epochs)
+        return dict(run, seed=seed, valid_accuracy=accuracy_of(*predict(model, dls.valid)))
+    return cached_model('mnist_classifier', partial(resnet, **recipe['net']), train, recipe, retrain)

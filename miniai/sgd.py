@@ -13,8 +13,7 @@ from .datasets import loader_len
 from .learner import Callback, Learner, MetricsCB
 
 # %% auto #0
-__all__ = ['SGD', 'ewma', 'Momentum', 'RMSProp', 'Adam', 'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'get_mom', 'set_mom',
-           'RecorderCB', 'cos_anneal', 'one_cycle', 'OneCycle', 'train_steps', 'OneCycleCB', 'fit_one_cycle']
+__all__ = ['SGD', 'ewma', 'Momentum', 'RMSProp', 'Adam', 'BaseSchedCB', 'BatchSchedCB', 'EpochSchedCB', 'get_mom', 'set_mom', 'RecorderCB', 'cos_anneal', 'one_cycle', 'OneCycle', 'train_steps', 'OneCycleCB', 'fit_one_cycle', 'EMACB']
 
 # %% ../nbs/08_optimizers.ipynb #5e468656
 def _check_num(name:str, v, lo:float=0., hi:float=None, lo_open:bool=False):
@@ -362,3 +361,32 @@ def fit_one_cycle(self:Learner,
                 minutes=(time.perf_counter() - t0) / 60)
 
 Learner.fit_one_cycle = fit_one_cycle
+
+# %% ../nbs/11_ddpm.ipynb #87ba5139
+from .learner import MetricsCB
+
+class EMACB(Callback):
+    "Keep a moving average of the weights; validate with it, and leave it in the model however `fit` ends."
+    order = MetricsCB.order + 5  # swap back only after the other callbacks' `after_epoch` (e.g. `SampleCB`) used the average
+    def __init__(self, decay:float=0.999): # weight of the old average at each step: it averages over about 1/(1-decay) steps
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < 1:
+            raise ValueError(f"EMACB: decay must be a number in [0, 1), e.g. 0.999, got {decay!r}")
+        self.decay, self.avg, self.raw = decay, None, None
+    @staticmethod
+    def _snapshot(learn): return {k: v.detach().clone() for k, v in learn.model.state_dict().items()}
+    def before_fit(self, learn): self.avg, self.n, self.raw = self._snapshot(learn), 0, None
+    @torch.no_grad()
+    def after_batch(self, learn):
+        if not learn.training: return
+        self.n += 1
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        for k, v in learn.model.state_dict().items():
+            if v.is_floating_point(): self.avg[k].lerp_(v, 1 - d)
+            else: self.avg[k].copy_(v)                    # counters (e.g. BatchNorm's) are not averaged
+    def before_epoch(self, learn):
+        if not learn.training: self.raw = self._snapshot(learn); learn.model.load_state_dict(self.avg)
+    def cleanup_epoch(self, learn):  # after a cancelled or failed pass too: training goes on from its own
+        if self.raw is not None: learn.model.load_state_dict(self.raw); self.raw = None
+    def cleanup_fit(self, learn):    # finished, cancelled or failed: the model ends with the average
+        if self.avg is None: return  # this fit never started averaging (an earlier `before_fit` failed)
+        self.last = self._snapshot(learn); learn.model.load_state_dict(self.avg); self.avg = None
