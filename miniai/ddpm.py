@@ -20,9 +20,7 @@ from .resnet import MixedPrecision, autocast_dtype
 from .noise_prediction import cached_model, read_checkpoint, load_weights
 
 # %% auto #0
-__all__ = ['NoiseSchedule', 'diffusion_prep', 'diffusion_dls', 'to_pixels', 'noisify', 'timestep_embedding', 'EmbResBlock',
-           'UNet', 'DDPMCB', 'EMACB', 'train_ddpm', 'load_unet', 'pretrained_ddpm', 'ddpm_step', 'timesteps',
-           'diffusion_sample', 'SampleCB']
+__all__ = ['NoiseSchedule', 'diffusion_prep', 'diffusion_dls', 'to_pixels', 'noisify', 'timestep_embedding', 'EmbResBlock', 'UNet', 'DDPMCB', 'EMACB', 'train_ddpm', 'load_unet', 'pretrained_ddpm', 'ddpm_step', 'timesteps', 'diffusion_sample', 'SampleCB', 'ddim_step']
 
 # %% ../nbs/11_ddpm.ipynb #c7b70173
 class NoiseSchedule:
@@ -361,3 +359,27 @@ class SampleCB(Callback):
         self.samples.append(x)
         show_images(to_pixels(x), nrows=1, figsize=(self.n * 0.7, 1), title=f'samples after epoch {learn.epoch}')
         plt.show()
+
+# %% ../nbs/12_ddim_fid.ipynb #64baab47
+def ddim_step(x_t:Tensor, # (B, C, H, W) current noisy images
+              eps:Tensor, # (B, C, H, W) the model's noise prediction at `t`
+              t:int, # current time step, 0..T-1
+              t_prev:int, # the step to go to, -1 ≤ t_prev < t (-1: the clean image)
+              sched:NoiseSchedule, # the schedule the model was trained with
+              generator:torch.Generator=None, # random source for the fresh noise when `eta > 0`
+              eta:float=0., # fraction of fresh noise, 0 to 1: 0 is deterministic DDIM, 1 is DDPM's amount
+              clip:float=None, # clamp the estimated clean image to [-clip, clip], and re-derive the noise from it (None: neither)
+             )->Tensor: # (B, C, H, W) x at `t_prev`
+    "One DDIM step from `t` to `t_prev`: re-noise the estimated clean image with the predicted noise (plus `eta` of fresh noise)."
+    check_step(t, t_prev, sched)
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+        raise ValueError(f"ddim_step: eta must be a number from 0 (deterministic) to 1 (DDPM's noise), got {eta!r}")
+    abar_t, abar_p = sched.abar[t], sched.abar_prev(t_prev)
+    x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()                    # estimated clean image
+    if clip is not None:                                                      # keep x̂0 and ε̂ consistent with x_t
+        x0 = x0.clamp(-clip, clip)
+        eps = (x_t - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
+    sigma = eta * ((1 - abar_p) / (1 - abar_t) * (1 - abar_t / abar_p)).sqrt()
+    x = abar_p.sqrt() * x0 + (1 - abar_p - sigma**2).clamp(min=0).sqrt() * eps  # ≥ 0 in exact arithmetic; float32 can dip below
+    if eta > 0: x = x + sigma * torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
+    return x
