@@ -80,19 +80,23 @@ def _check_classifier(fn:str, model)->None:
         raise TypeError(f"{fn}: model must be a fashion_classifier (an nn.Sequential ending in Linear "
                         f"and BatchNorm1d), got {type(model).__name__}")
 
-def _run_eval(model:nn.Module, x:Tensor, bs:int)->Tensor:
-    "`model` on `x` normalised as in training, in eval mode, `bs` at a time; every module's mode restored."
+def _forward(model:nn.Sequential, x:Tensor, bs:int)->tuple:
+    "Pooled features (N, d) and predicted classes (N,) of `x` in one pass, in eval mode; modes restored."
     if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
         raise ValueError(f"bs must be a positive integer, got {bs!r}")
+    body, head = model[:-2], model[-2:]          # the features; then Linear and BatchNorm1d on the scores
     modes = [(m, m.training) for m in model.modules()]
     dev = next((p.device for p in model.parameters()), torch.device('cpu'))
+    feats, preds = [], []
     try:
         with torch.no_grad():
             model.eval()
-            return torch.cat([model(((xb - FASHION_MEAN) / FASHION_STD).to(dev)).float().cpu()
-                              for xb in x.split(bs)])
+            for xb in x.split(bs):                                   # (bs, 1, 28, 28)
+                f = body(((xb - FASHION_MEAN) / FASHION_STD).to(dev))  # (bs, d)
+                feats.append(f.double().cpu()); preds.append(head(f).argmax(1).cpu())
     finally:
         for m, training in modes: m.training = training
+    return torch.cat(feats), torch.cat(preds)
 
 def fashion_features(model:nn.Sequential, # a `fashion_classifier`
                      x:Tensor, # (N, 1, 28, 28) float images with pixels in [0, 1]
@@ -100,7 +104,7 @@ def fashion_features(model:nn.Sequential, # a `fashion_classifier`
                     )->Tensor: # (N, n_features) float64
     "The classifier's pooled features (its input to the last linear layer) for images in [0, 1]."
     _check_classifier('fashion_features', model); _check_images('fashion_features', x)
-    return _run_eval(model[:-2], x, bs).double()  # without the linear layer and the BatchNorm on the scores
+    return _forward(model, x, bs)[0]
 
 # %% ../nbs/12_ddim_fid.ipynb #c1a55b02
 def class_balance(model:nn.Sequential, # a `fashion_classifier`
@@ -109,9 +113,11 @@ def class_balance(model:nn.Sequential, # a `fashion_classifier`
                  )->tuple: # `(counts, tv)`: (n_classes,) images per class read; distance from even
     "The class histogram of images as the classifier reads them, and its distance from even (0 to 0.9)."
     _check_classifier('class_balance', model); _check_images('class_balance', x)
-    n_cls = model[-2].out_features
-    counts = torch.bincount(_run_eval(model, x, bs).argmax(1), minlength=n_cls)  # (n_cls,)
-    return counts, 0.5 * (counts / len(x) - 1 / n_cls).abs().sum().item()
+    return _balance(_forward(model, x, bs)[1], model[-2].out_features)
+
+def _balance(preds:Tensor, n_cls:int)->tuple:
+    counts = torch.bincount(preds, minlength=n_cls)                         # (n_cls,)
+    return counts, 0.5 * (counts / len(preds) - 1 / n_cls).abs().sum().item()
 
 # %% ../nbs/12_ddim_fid.ipynb #8f7b2d50
 def _check_feats(fn:str, name:str, f)->None:
@@ -203,8 +209,9 @@ def sample_scores(model:nn.Sequential, # a `fashion_classifier`
                   ref_feats:Tensor, # (M, d) features of the reference images
                  )->dict: # fid, kid, and counts (n_classes,) and tv as `class_balance` gives them
     "FID, KID and the class histogram of a set of images: the numbers we print for every image set."
-    feats = fashion_features(model, imgs)
-    counts, tv = class_balance(model, imgs)
+    _check_classifier('sample_scores', model); _check_images('sample_scores', imgs)
+    feats, preds = _forward(model, imgs, 1000)                           # one pass: (N, d), (N,)
+    counts, tv = _balance(preds, model[-2].out_features)
     return dict(fid=fid(feats, ref_feats), kid=kid(feats, ref_feats), counts=counts, tv=tv)
 
 def scores_over_seeds(sample, # `sample(seed)` gives (N, 1, 28, 28) images in [0, 1], e.g. a sampler's
