@@ -4,108 +4,231 @@
 
 # %% ../nbs/12_ddim_fid.ipynb #02ce1b07
 from __future__ import annotations
-import time
+import math, warnings
 from functools import partial
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from .data import sized
+from .data import sized, FASHION_CLASSES
 from .datasets import fashion_dls, FASHION_MEAN, FASHION_STD
 from .learner import Learner, DeviceCB, MetricsCB, Accuracy, set_seed
-from .sgd import Adam, BatchSchedCB, OneCycle
-from .resnet import resnet, MixedPrecision, flip_batch, predict, accuracy_of
-from .noise_prediction import cached_model
-from .ddpm import NoiseSchedule, _abar_prev
+from .sgd import Adam               # importing miniai.sgd also gives Learner.fit_one_cycle
+from .resnet import resnet, flip_batch
+from .learner import MixedPrecision
+from .checkpoint import cached_model, recipe_of
 
 # %% auto #0
-__all__ = ['fashion_classifier', 'fashion_features', 'gaussian_stats', 'frechet_distance', 'fid', 'kid', 'ddim_step']
+__all__ = ['train_fashion_classifier', 'fashion_classifier', 'fashion_features', 'class_balance', 'gaussian_stats',
+           'frechet_distance', 'fid', 'kid', 'sample_scores', 'scores_over_seeds']
 
 # %% ../nbs/12_ddim_fid.ipynb #dfcccb83
-def _train_fashion(model, epochs, n_train, seed):
+def train_fashion_classifier(model:nn.Module, # untrained: (B, 1, 28, 28) normalised images -> (B, 10)
+                             epochs:int=5, # passes over the training images
+                             n_train:int=60_000, # training images (the first `n_train` of 60,000)
+                             lr:float=1e-2, # peak learning rate of the 1cycle schedule
+                             wd:float=1e-2, # Adam's decoupled weight decay
+                             label_smoothing:float=0.1, # share of the target spread over all classes
+                             bs:int=256, # training batch size
+                             seed:int=42, # seed of the shuffle and of the flips
+                            )->dict: # the fit's record, with `test_accuracy` and `autocast`
+    "Notebook 09's challenge recipe: flips, label smoothing, Adam with weight decay, 1cycle, bf16 if any."
     set_seed(seed)
-    dls = fashion_dls(256, n_train=n_train, tfm=flip_batch, seed=seed)
-    cbs = [DeviceCB(), MixedPrecision(), MetricsCB(Accuracy()),
-           BatchSchedCB(partial(OneCycle, max_lr=1e-2, total_steps=epochs * len(dls.train)))]
-    t0 = time.perf_counter()
-    Learner(model, dls, partial(F.cross_entropy, label_smoothing=0.1), lr=1e-2, cbs=cbs, opt_func=partial(Adam, wd=1e-2)).fit(epochs)
-    return dict(epochs=epochs, n_train=n_train, seed=seed, test_accuracy=accuracy_of(*predict(model, dls.valid)), minutes=(time.perf_counter()-t0)/60)
+    dls = fashion_dls(bs, n_train=n_train, tfm=flip_batch, seed=seed)  # validation: all 10,000 test images
+    mp = MixedPrecision()
+    learn = Learner(model, dls, partial(F.cross_entropy, label_smoothing=label_smoothing), lr=lr,
+                    cbs=[mp, DeviceCB(), MetricsCB(Accuracy())], opt_func=partial(Adam, wd=wd))
+    record = learn.fit_one_cycle(epochs)
+    return dict(record, test_accuracy=record['hist'][-1]['valid_accuracy'],
+                autocast=str(mp.dtype or torch.float32).replace('torch.', ''))
 
-def fashion_classifier(epochs:int=sized(3, 1), # training epochs
-                       n_train:int=sized(None, 2048), # training images (None: all 60,000)
-                       seed:int=42, # training seed
-                       retrain:bool=False, # train even if cached
+def fashion_classifier(epochs:int=None, # training epochs (None: 5, or 2 in quick mode)
+                       n_train:int=None, # training images (None: all 60,000, or 4,096 in quick mode)
+                       nfs:tuple=None, # channels (None: 32 to 512 as in notebook 09, or 8 to 128 if quick)
+                       n_full:int=1, # residual blocks at the full 28×28 resolution
+                       seed:int=42, # seed of the initial weights, the shuffle and the flips
+                       retrain:bool=False, # train even if the model cache has this recipe
+                       **kwargs, # more settings of `train_fashion_classifier`: lr, wd, label_smoothing, bs
                       )->tuple: # `(model, record)`: (B, 1, 28, 28) normalised images -> (B, 10) scores
-    "Notebook 09's ResNet trained on Fashion-MNIST, from the model cache or trained and cached; its test accuracy is in the record."
-    return cached_model(f'fashion_classifier_{epochs}ep_{n_train or "all"}_s{seed}.pth', partial(resnet, (16, 32, 64, 128, 256)),
-                        partial(_train_fashion, epochs=epochs, n_train=n_train, seed=seed), retrain)
+    "The FID feature extractor: notebook 09's challenge ResNet and recipe, from the model cache or trained."
+    nfs = tuple(sized((32, 64, 128, 256, 512), (8, 16, 32, 64, 128)) if nfs is None else nfs)
+    recipe = recipe_of(train_fashion_classifier, epochs=sized(5, 2) if epochs is None else epochs,
+                       n_train=sized(60_000, 4096) if n_train is None else n_train, seed=seed, **kwargs)
+    return cached_model('fashion_classifier', partial(resnet, nfs, n_full=n_full),
+                        partial(train_fashion_classifier, **recipe),
+                        dict(recipe, nfs=list(nfs), n_full=n_full), retrain)
 
-@torch.no_grad()
+# %% ../nbs/12_ddim_fid.ipynb #a81f3c0d
+def _check_images(fn:str, x)->None:
+    "One clear error unless `x` is a (N, 1, 28, 28) float tensor of finite pixels in [0, 1]."
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}: x must be a torch tensor of images, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{fn}: x must hold float pixels in [0, 1], got {x.dtype}; "
+                        f"for uint8 images use x.float() / 255")
+    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28) or len(x) == 0:
+        raise ValueError(f"{fn}: expected (N, 1, 28, 28) images with N ≥ 1, got {tuple(x.shape)}; "
+                         f"use to_pixels for 32×32 diffusion samples, x.unsqueeze(1) for (N, 28, 28)")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{fn}: x has {int((~torch.isfinite(x)).sum())} NaN or infinite pixels")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -1e-4 or hi > 1 + 1e-4:
+        raise ValueError(f"{fn}: pixels must be in [0, 1], got {lo:.3g} to {hi:.3g}; diffusion samples "
+                         f"in [-1, 1] go through to_pixels, and normalised images are un-normalised first")
+
+def _check_classifier(fn:str, model)->None:
+    if not (isinstance(model, nn.Sequential) and len(model) > 2 and isinstance(model[-2], nn.Linear)):
+        raise TypeError(f"{fn}: model must be a fashion_classifier (an nn.Sequential ending in Linear "
+                        f"and BatchNorm1d), got {type(model).__name__}")
+
+def _forward(model:nn.Sequential, x:Tensor, bs:int)->tuple:
+    "Pooled features (N, d) and predicted classes (N,) of `x` in one pass, in eval mode; modes restored."
+    if not isinstance(bs, int) or isinstance(bs, bool) or bs < 1:
+        raise ValueError(f"bs must be a positive integer, got {bs!r}")
+    body, head = model[:-2], model[-2:]          # the features; then Linear and BatchNorm1d on the scores
+    modes = [(m, m.training) for m in model.modules()]
+    dev = next((p.device for p in model.parameters()), torch.device('cpu'))
+    feats, preds = [], []
+    try:
+        with torch.no_grad():
+            model.eval()
+            for xb in x.split(bs):                                   # (bs, 1, 28, 28)
+                f = body(((xb - FASHION_MEAN) / FASHION_STD).to(dev))  # (bs, d)
+                feats.append(f.double().cpu()); preds.append(head(f).argmax(1).cpu())
+    finally:
+        for m, training in modes: m.training = training
+    return torch.cat(feats), torch.cat(preds)
+
 def fashion_features(model:nn.Sequential, # a `fashion_classifier`
-                     x:Tensor, # (N, 1, 28, 28) images with pixels in [0, 1]
+                     x:Tensor, # (N, 1, 28, 28) float images with pixels in [0, 1]
                      bs:int=1000, # images per batch
                     )->Tensor: # (N, n_features) float64
     "The classifier's pooled features (its input to the last linear layer) for images in [0, 1]."
-    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
-        raise ValueError(f"fashion_features: expected (N, 1, 28, 28) images in [0, 1], got {tuple(x.shape)}; "
-                         f"use to_pixels for 32×32 diffusion samples")
-    body = model[:-2].eval()                         # drop the linear layer and the BatchNorm on the scores
-    dev = next(model.parameters()).device
-    return torch.cat([body(((xb - FASHION_MEAN) / FASHION_STD).to(dev)).cpu() for xb in x.split(bs)]).double()
+    _check_classifier('fashion_features', model); _check_images('fashion_features', x)
+    return _forward(model, x, bs)[0]
+
+# %% ../nbs/12_ddim_fid.ipynb #c1a55b02
+def class_balance(model:nn.Sequential, # a `fashion_classifier`
+                  x:Tensor, # (N, 1, 28, 28) float images with pixels in [0, 1]
+                  bs:int=1000, # images per batch
+                 )->tuple: # `(counts, tv)`: (n_classes,) images per class read; distance from even
+    "The class histogram of images as the classifier reads them, and its distance from even (0 to 0.9)."
+    _check_classifier('class_balance', model); _check_images('class_balance', x)
+    return _balance(_forward(model, x, bs)[1], model[-2].out_features)
+
+def _balance(preds:Tensor, n_cls:int)->tuple:
+    counts = torch.bincount(preds, minlength=n_cls)                         # (n_cls,)
+    return counts, 0.5 * (counts / len(preds) - 1 / n_cls).abs().sum().item()
 
 # %% ../nbs/12_ddim_fid.ipynb #8f7b2d50
+def _check_feats(fn:str, name:str, f)->None:
+    "One clear error unless `f` is a (N, d) float tensor with N ≥ 2 and only finite values."
+    if not isinstance(f, Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch tensor of features, got {type(f).__name__}")
+    if not f.is_floating_point():
+        raise TypeError(f"{fn}: {name} must hold real floats, got {f.dtype}; convert it with .double()")
+    if f.ndim != 2 or len(f) < 2 or f.shape[1] < 1:
+        raise ValueError(f"{fn}: {name} must be (N, d) features with N ≥ 2 rows, got shape {tuple(f.shape)}")
+    if not torch.isfinite(f).all():
+        raise ValueError(f"{fn}: {name} has {int((~torch.isfinite(f)).sum())} NaN or infinite values; "
+                         f"check the images it came from")
+
 def _sqrtm_psd(m:Tensor)->Tensor: # (d, d) symmetric PSD -> (d, d) its symmetric square root
     vals, vecs = torch.linalg.eigh(m)
     return (vecs * vals.clamp(min=0).sqrt()) @ vecs.T
 
-def gaussian_stats(feats:Tensor, # (N, d) features
+def gaussian_stats(feats:Tensor, # (N, d) features, N ≥ 2
                   )->tuple: # (mean (d,), covariance (d, d)), float64
     "Mean and (unbiased) covariance of a set of features."
-    if feats.ndim != 2 or len(feats) < 2: raise ValueError(f"gaussian_stats: need (N, d) features with N ≥ 2, got {tuple(feats.shape)}")
-    f = feats.double()
-    return f.mean(0), torch.cov(f.T)
+    _check_feats('gaussian_stats', 'feats', feats)
+    f, d = feats.double(), feats.shape[1]
+    return f.mean(0), torch.cov(f.T).reshape(d, d)  # (d,), (d, d): torch.cov gives () when d = 1
+
+def _check_gaussian(mu, sig, i:int)->None:
+    for name, v, nd in ((f'mu{i}', mu, 1), (f'sig{i}', sig, 2)):
+        if not isinstance(v, Tensor) or not v.is_floating_point() or v.ndim != nd:
+            got = f"{v.dtype} of shape {tuple(v.shape)}" if isinstance(v, Tensor) else type(v).__name__
+            raise TypeError(f"frechet_distance: {name} must be a {nd}-d float tensor, got {got}")
+        if not torch.isfinite(v).all():
+            raise ValueError(f"frechet_distance: {name} has NaN or infinite values")
+    if sig.shape != (len(mu), len(mu)):
+        raise ValueError(f"frechet_distance: sig{i} must be ({len(mu)}, {len(mu)}) to match mu{i}, "
+                         f"got {tuple(sig.shape)}")
+    if not torch.allclose(sig, sig.T, rtol=1e-5, atol=1e-8 * sig.abs().max().item()):
+        raise ValueError(f"frechet_distance: sig{i} is not symmetric, so not a covariance matrix; "
+                         f"use gaussian_stats")
 
 def frechet_distance(mu1:Tensor, sig1:Tensor, # mean (d,) and covariance (d, d) of the first Gaussian
                      mu2:Tensor, sig2:Tensor, # and of the second
                     )->float:
     "Fréchet distance between two Gaussians: |μ1-μ2|² + tr(Σ1 + Σ2 - 2(Σ1^½ Σ2 Σ1^½)^½)."
+    _check_gaussian(mu1, sig1, 1); _check_gaussian(mu2, sig2, 2)
+    if mu1.shape != mu2.shape:
+        raise ValueError(f"frechet_distance: the Gaussians have {len(mu1)} and {len(mu2)} dimensions")
+    mu1, sig1, mu2, sig2 = (v.double() for v in (mu1, sig1, mu2, sig2))
     s1h = _sqrtm_psd(sig1)
     covmean_tr = torch.linalg.eigvalsh(s1h @ sig2 @ s1h).clamp(min=0).sqrt().sum()
     return ((mu1 - mu2).pow(2).sum() + sig1.trace() + sig2.trace() - 2 * covmean_tr).item()
 
-def fid(feats1:Tensor, feats2:Tensor)->float: # (N1, d) and (N2, d) features
-    "FID between two sets of features."
+def _check_pair(fn:str, feats1, feats2)->None:
+    _check_feats(fn, 'feats1', feats1); _check_feats(fn, 'feats2', feats2)
+    if feats1.shape[1] != feats2.shape[1]:
+        raise ValueError(f"{fn}: the feature sets have {feats1.shape[1]} and {feats2.shape[1]} dimensions; "
+                         f"use one feature extractor for both")
+
+_fid_warned = set()  # the (images, dimensions) pairs warned about: one warning for each, not one per call
+
+def fid(feats1:Tensor, # (N1, d) features of one image set, e.g. samples
+        feats2:Tensor, # (N2, d) features of the other, e.g. real images
+       )->float:
+    "FID between two sets of features; warns (once) when a set has no more images than feature dimensions."
+    _check_pair('fid', feats1, feats2)
+    n, d = min(len(feats1), len(feats2)), feats1.shape[1]
+    if n <= d and (n, d) not in _fid_warned:
+        _fid_warned.add((n, d))
+        warnings.warn(f"fid: only {n:,} images for {d:,} feature dimensions: the covariance is singular and "
+                      f"FID is biased high and unreliable; use more images than dimensions (2×{d:,} or more) "
+                      f"or compare with KID", stacklevel=2)
     return frechet_distance(*gaussian_stats(feats1), *gaussian_stats(feats2))
 
 # %% ../nbs/12_ddim_fid.ipynb #db18e4fa
-def kid(feats1:Tensor, feats2:Tensor, # (m, d) and (n, d) features
+def kid(feats1:Tensor, # (m, d) features of one image set, m ≥ 2
+        feats2:Tensor, # (n, d) features of the other, n ≥ 2
        )->float:
     "Kernel Inception Distance: the unbiased MMD² between two feature sets with the kernel (x·y/d + 1)³."
-    x, y = feats1.double(), feats2.double()
-    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1] or min(len(x), len(y)) < 2:
-        raise ValueError(f"kid: need (m, d) and (n, d) features with m, n ≥ 2, got {tuple(x.shape)} and {tuple(y.shape)}")
+    _check_pair('kid', feats1, feats2)
+    x, y = feats1.double(), feats2.double()                  # (m, d), (n, d)
     d, m, n = x.shape[1], len(x), len(y)
     k = lambda a, b: (a @ b.T / d + 1) ** 3
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)                # (m, m), (n, n), (m, n)
     return ((kxx.sum() - kxx.diag().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diag().sum()) / (n * (n - 1))
             - 2 * kxy.mean()).item()
 
-# %% ../nbs/12_ddim_fid.ipynb #64baab47
-def ddim_step(x_t:Tensor, # (B, C, H, W) current noisy images
-              eps:Tensor, # (B, C, H, W) the model's noise prediction at `t`
-              t:int, # current time step
-              t_prev:int, # the step to go to (-1: the clean image)
-              sched:NoiseSchedule, # the schedule the model was trained with
-              generator:torch.Generator=None, # random source for the fresh noise when `eta > 0`
-              eta:float=0., # fraction of fresh noise: 0 is deterministic DDIM, 1 is DDPM's amount
-              clip:float=None, # clamp the estimated clean image to [-clip, clip], and re-derive the noise from it (None: neither)
-             )->Tensor: # (B, C, H, W) x at `t_prev`
-    "One DDIM step from `t` to `t_prev`: re-noise the estimated clean image with the predicted noise (plus `eta` of fresh noise)."
-    abar_t, abar_p = sched.abar[t], _abar_prev(sched, t_prev)
-    x0 = (x_t - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()                    # estimated clean image
-    if clip is not None:                                                      # keep x̂0 and ε̂ consistent with x_t
-        x0 = x0.clamp(-clip, clip)
-        eps = (x_t - abar_t.sqrt() * x0) / (1 - abar_t).sqrt()
-    sigma = eta * ((1 - abar_p) / (1 - abar_t) * (1 - abar_t / abar_p)).sqrt()
-    x = abar_p.sqrt() * x0 + (1 - abar_p - sigma**2).clamp(min=0).sqrt() * eps  # ≥ 0 in exact arithmetic; float32 can dip below
-    if eta > 0: x = x + sigma * torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
-    return x
+# %% ../nbs/12_ddim_fid.ipynb #5c0e5e02
+def sample_scores(model:nn.Sequential, # a `fashion_classifier`
+                  imgs:Tensor, # (N, 1, 28, 28) float images with pixels in [0, 1]
+                  ref_feats:Tensor, # (M, d) features of the reference images
+                 )->dict: # fid, kid, and counts (n_classes,) and tv as `class_balance` gives them
+    "FID, KID and the class histogram of a set of images: the numbers we print for every image set."
+    _check_classifier('sample_scores', model); _check_images('sample_scores', imgs)
+    feats, preds = _forward(model, imgs, 1000)                           # one pass: (N, d), (N,)
+    counts, tv = _balance(preds, model[-2].out_features)
+    return dict(fid=fid(feats, ref_feats), kid=kid(feats, ref_feats), counts=counts, tv=tv)
+
+def scores_over_seeds(sample, # `sample(seed)` gives (N, 1, 28, 28) images in [0, 1], e.g. a sampler's
+                      model:nn.Sequential, # a `fashion_classifier`
+                      ref_feats:Tensor, # (M, d) features of the reference images
+                      seeds:tuple=(0, 1, 2), # one image set per seed
+                     )->dict: # means of fid, kid, tv; `fid_std`... over seeds; counts summed; runs
+    "`sample_scores` of one image set per seed, with each score's mean and standard deviation over seeds."
+    if not callable(sample):
+        raise TypeError(f"scores_over_seeds: sample must be a function of the seed, "
+                        f"got {type(sample).__name__}")
+    ok = isinstance(seeds, (list, tuple, range)) and len(seeds) > 0
+    if not ok or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"scores_over_seeds: seeds must be a non-empty tuple of integers, got {seeds!r}")
+    runs = [sample_scores(model, sample(s), ref_feats) for s in seeds]
+    out = dict(runs=runs, seeds=list(seeds), counts=sum(r['counts'] for r in runs))
+    for k in ('fid', 'kid', 'tv'):
+        v = torch.tensor([r[k] for r in runs], dtype=torch.float64)
+        out[k], out[f'{k}_std'] = v.mean().item(), (v.std().item() if len(v) > 1 else math.nan)
+    return out

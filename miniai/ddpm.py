@@ -21,9 +21,7 @@ from .checkpoint import cached_model, recipe_of, read_checkpoint, load_weights
 from .learner import MixedPrecision, autocast_dtype
 
 # %% auto #0
-__all__ = ['NoiseSchedule', 'diffusion_prep', 'diffusion_dls', 'to_pixels', 'noisify', 'timestep_embedding', 'EmbResBlock',
-           'UNet', 'DDPMCB', 'train_ddpm', 'load_unet', 'ddpm_recipe', 'pretrained_ddpm', 'check_step', 'ddpm_step',
-           'timesteps', 'diffusion_sample', 'SampleCB']
+__all__ = ['NoiseSchedule', 'diffusion_prep', 'diffusion_dls', 'to_pixels', 'noisify', 'timestep_embedding', 'EmbResBlock', 'UNet', 'DDPMCB', 'train_ddpm', 'load_unet', 'ddpm_recipe', 'pretrained_ddpm', 'check_step', 'ddpm_step', 'timesteps', 'diffusion_sample', 'SampleCB', 'ddim_step']
 
 # %% ../nbs/11_ddpm.ipynb #3b7e4c91
 def _shape(o): return tuple(o.shape) if hasattr(o, 'shape') else type(o).__name__
@@ -509,3 +507,38 @@ class SampleCB(Callback):
         self.samples.append(x)
         show_images(to_pixels(x), nrows=1, figsize=(self.n * 0.7, 1), title=f'samples after epoch {learn.epoch}')
         plt.show()
+
+# %% ../nbs/12_ddim_fid.ipynb #64baab47
+def ddim_step(x_t:Tensor, # (B, C, H, W) current noisy images
+              eps:Tensor, # (B, C, H, W) the model's noise prediction at `t`
+              t:int, # current time step, 0..T-1
+              t_prev:int, # the step to go to, -1 ≤ t_prev < t (-1: the clean image)
+              sched:NoiseSchedule, # the schedule the model was trained with
+              generator:torch.Generator=None, # random source for the fresh noise when `eta > 0`
+              eta:float=0., # fraction of fresh noise, 0 to 1: 0 is deterministic DDIM, 1 is DDPM's
+              clip:float=None, # clamp x̂0 to [-clip, clip] and re-derive ε̂ from it (None: neither)
+             )->Tensor: # (B, C, H, W) x at `t_prev`
+    "One DDIM step from `t` to `t_prev`: re-noise the estimated clean image, mostly with the predicted noise."
+    t, t_prev = check_step(t, t_prev, sched)
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if not (number(eta) and 0 <= eta <= 1):
+        raise ValueError(f"ddim_step: eta must be a number from 0 (deterministic) to 1 (DDPM's noise), "
+                         f"got {eta!r}")
+    if clip is not None and not (number(clip) and 0 < clip < math.inf):
+        raise ValueError(f"ddim_step: clip must be None or a positive number (1 for our data), got {clip!r}")
+    if not isinstance(x_t, Tensor) or not isinstance(eps, Tensor) or x_t.shape != eps.shape:
+        shape = lambda v: tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
+        raise ValueError(f"ddim_step: x_t and eps must be tensors of one shape, "
+                         f"got {shape(x_t)} and {shape(eps)}")
+    abar_t, abar_p = sched.abar[t].double(), sched.abar_prev(t_prev).double()  # float64 for big jumps
+    sigma = eta * ((1 - abar_p) / (1 - abar_t) * (1 - abar_t / abar_p)).sqrt()
+    a_t, s_t, a_p = abar_t.sqrt(), (1 - abar_t).sqrt(), abar_p.sqrt()
+    s_p = (1 - abar_p - sigma**2).clamp(min=0).sqrt()        # ≥ 0 exactly; rounding can dip below
+    a_t, s_t, a_p, s_p, sigma = (v.to(x_t) for v in (a_t, s_t, a_p, s_p, sigma))
+    x0 = (x_t - s_t * eps) / a_t                              # estimated clean image
+    if clip is not None:                                      # keep x̂0 and ε̂ consistent with x_t
+        x0 = x0.clamp(-clip, clip)
+        eps = (x_t - a_t * x0) / s_t
+    x = a_p * x0 + s_p * eps
+    if eta > 0: x = x + sigma * torch.randn(x_t.shape, generator=generator, dtype=x_t.dtype).to(x_t.device)
+    return x
