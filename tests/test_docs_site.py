@@ -18,7 +18,7 @@ SHOTS = ROOT/'_docs_shots'
 SEARCH = {'DDIM': 'ddim_fid.html', 'Learner': 'learner.html'}  # a word, and a page its search must find
 # formulas that MathJax 2 could not typeset (a prime): 08's L2 term, 12's DDIM update
 MUST_TYPESET = {'optimizers.html': r"L' = L + \frac{wd}{2}\sum_i w_i^2",
-                'ddim_fid.html': r"x_{t'} = \sqrt{\bar\alpha_{t'}}"}
+                'ddim_fid.html': r"x_s = \sqrt{\bar\alpha_s}"}
 
 
 @pytest.fixture(scope='module')
