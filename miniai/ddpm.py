@@ -292,18 +292,20 @@ def train_ddpm(model:nn.Module, # the U-Net to train, in place
                min_snr:float=5., # γ of min-SNR loss weighting (None: plain MSE)
                ema:float=0.999, # decay of the weights' moving average that the model ends with (None: no average)
                cbs:list=(), # extra callbacks, e.g. `ProgressCB()` or a `SampleCB`
-              )->dict: # a record of the run: settings, loss history, minutes (and the last weights, with `ema`)
-    "Train a noise-predicting U-Net on Fashion-MNIST: cosine schedule, min-SNR weights, Adam with 1cycle, bf16, an EMA of the weights."
+              )->dict: # a record of the run: settings, loss history, minutes, precision (and the last weights, with `ema`)
+    "Train a noise-predicting U-Net on Fashion-MNIST: cosine schedule, min-SNR weights, Adam with 1cycle, bf16 where the CPU has it, an EMA of the weights."
     epochs = _int_arg('train_ddpm', 'epochs', epochs, 1)
     lr = _num_arg('train_ddpm', 'lr', lr, 0, lo_open=True)
     if min_snr is not None: _num_arg('train_ddpm', 'min_snr', min_snr, 0, lo_open=True)
     ema_cb = EMACB(ema) if ema else None      # EMACB checks the decay
     sched, dls = NoiseSchedule.cosine(), diffusion_dls(bs, n_train, n_valid, seed=seed)
     ema_cbs = [ema_cb] if ema_cb else []
-    cbs = [DDPMCB(sched, min_snr=min_snr), DeviceCB(), MixedPrecision(), MetricsCB(), *ema_cbs, *cbs]
+    mp = MixedPrecision()                     # bf16 where the CPU has bf16 instructions, else float32
+    cbs = [DDPMCB(sched, min_snr=min_snr), DeviceCB(), mp, MetricsCB(), *ema_cbs, *cbs]
     run = Learner(model, dls, F.mse_loss, lr=lr, cbs=cbs, opt_func=Adam).fit_one_cycle(epochs)
     record = dict(schedule=sched.name, T=sched.T, epochs=epochs, bs=bs, lr=lr, n_train=len(dls.train.dataset), seed=seed,
-                  min_snr=min_snr, ema=ema, hist=run['hist'], minutes=run['minutes'])
+                  min_snr=min_snr, ema=ema, hist=run['hist'], minutes=run['minutes'],
+                  autocast=str(mp.dtype or torch.float32).replace('torch.', ''))
     if ema_cb: record['last_weights'] = ema_cb.last
     return record
 
