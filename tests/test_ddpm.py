@@ -336,7 +336,7 @@ def test_noisify_rejects_bad_time_steps():
             noisify(x0, sched, t)
 
 @pytest.mark.parametrize('make, match', [
-    (lambda: NoiseSchedule.linear(T=0), 'T must be an integer ≥ 1'),
+    (lambda: NoiseSchedule.linear(T=0), 'T must be an integer >= 1'),
     (lambda: NoiseSchedule.cosine(T=10.), 'T must be'),
     (lambda: NoiseSchedule.linear(beta_start=0.), r'beta_start must be a number in \(0, 1\)'),
     (lambda: NoiseSchedule.linear(beta_end=1.), 'beta_end must be'),
@@ -371,7 +371,7 @@ def sample(m, sched, **kwargs):
     (dict(steps=0), r'steps must be an integer from 1 to 20'), (dict(steps=21), 'steps must be'),
     (dict(steps=2.), 'steps must be'), (dict(keep=6, steps=5), r'keep must be an integer from 0 to 5'),
     (dict(keep=21), 'keep must be'), (dict(keep=-1), 'keep must be'),
-    (dict(n=0), 'n must be an integer ≥ 1'), (dict(n=-3), 'n must be'), (dict(bs=0), 'bs must be'),
+    (dict(n=0), 'n must be an integer >= 1'), (dict(n=-3), 'n must be'), (dict(bs=0), 'bs must be'),
     (dict(size=(1, 16)), r'size must be \(C, H, W\)'), (dict(size=(1, -16, 16)), 'size must be'),
     (dict(size=16), 'size must be'), (dict(clip=0.), 'clip must be'), (dict(clip=-1.), 'clip must be'),
     (dict(seed=1.5), 'seed must be'), (dict(step_fn=None), 'step_fn must be'),
@@ -415,7 +415,7 @@ def test_sample_cb_restores_the_mode_and_checks_args(tiny, monkeypatch):
         with pytest.raises(BAD): SampleCB(sched, **kw)
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(bs=0), 'bs must be an integer ≥ 1'), (dict(bs=-5), 'bs must be'),
+    (dict(bs=0), 'bs must be an integer >= 1'), (dict(bs=-5), 'bs must be'),
     (dict(n_train=0), r'n_train must be an integer from 1 to 60000'), (dict(n_train=-10), 'n_train must be'),
     (dict(n_train=60_001), 'n_train must be'), (dict(n_valid=0), 'n_valid must be'),
     (dict(n_valid=10_001), 'n_valid must be'), (dict(n_train=10.), 'n_train must be'),
