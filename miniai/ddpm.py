@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import progress_bar
 from .data import load_fashion_mnist, sized, DataError, check_int, check_number, shape_of
+from .init import check_channels
 from .datasets import BatchDataset, DataLoaders, to_float, show_images
 from .learner import Learner, Callback, DeviceCB, MetricsCB, set_seed
 from .sgd import Adam, EMACB
@@ -174,6 +175,11 @@ class EmbResBlock(nn.Module):
                  groups:int=8, # GroupNorm groups
                 ):
         super().__init__()
+        ni, nf = check_int(ni, 'EmbResBlock: ni', 1), check_int(nf, 'EmbResBlock: nf', 1)
+        n_emb, groups = check_int(n_emb, 'EmbResBlock: n_emb', 0), check_int(groups, 'EmbResBlock: groups', 1)
+        for k, c in dict(ni=ni, nf=nf).items():
+            if c % min(groups, c):
+                raise ValueError(f"EmbResBlock: {k}={c} must be a multiple of groups={groups} (for GroupNorm) or below it")
         self.norm1, self.conv1 = nn.GroupNorm(min(groups, ni), ni), nn.Conv2d(ni, nf, 3, padding=1)
         self.emb = nn.Linear(n_emb, 2*nf) if n_emb else None
         self.norm2, self.conv2 = nn.GroupNorm(min(groups, nf), nf), nn.Conv2d(nf, nf, 3, padding=1)
@@ -198,7 +204,11 @@ class UNet(nn.Module):
                  use_t:bool=True, # embed the time step; False makes a model that must guess the noise level
                 ):
         super().__init__()
-        self.n_in, self.nfs, self.use_t, self.factor = n_in, tuple(nfs), use_t, 2 ** (len(nfs) - 1)
+        n_in, n_out, n_blocks = (check_int(v, f'UNet: {k}', 1) for k, v in
+                                 dict(n_in=n_in, n_out=n_out, n_blocks=n_blocks).items())
+        nfs = check_channels(nfs, 'UNet', multiple_of=8)            # GroupNorm with 8 groups
+        if not isinstance(use_t, bool): raise TypeError(f"UNet: use_t must be True or False, got {use_t!r}")
+        self.n_in, self.nfs, self.use_t, self.factor = n_in, nfs, use_t, 2 ** (len(nfs) - 1)
         n_emb = 4 * nfs[0] if use_t else 0
         self.emb_mlp = nn.Sequential(nn.Linear(nfs[0], n_emb), nn.SiLU(), nn.Linear(n_emb, n_emb)) if use_t else None
         self.conv_in = nn.Conv2d(n_in, nfs[0], 3, padding=1)
@@ -214,6 +224,12 @@ class UNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(8, nf), nn.SiLU(), nn.Conv2d(nf, n_out, 3, padding=1))
 
     def _check(self, x, t):
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"UNet: x must be a float tensor of images (B, {self.n_in}, H, W), got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
+        if self.use_t and t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"UNet: t must be a (B,) tensor of time steps, e.g. torch.full((len(x),), t), "
+                            f"got {type(t).__name__}")
         if x.ndim != 4 or x.shape[1] != self.n_in:
             raise ValueError(f"UNet: expected images (B, {self.n_in}, H, W), got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]

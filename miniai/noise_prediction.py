@@ -11,6 +11,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from .data import sized, check_int, check_number, shape_of
+from .init import check_channels
 from .datasets import mnist_tensors, mnist_dls
 from .learner import Learner, Callback, DeviceCB, TrainCB, MetricsCB, Accuracy
 from .sgd import Adam
@@ -88,8 +89,8 @@ class NoisePredictor(nn.Module):
                  n_classes:int=10, # size of the one-hot label (0: no label input)
                 ):
         super().__init__()
-        c1, c2, c3 = nfs
-        self.n_classes = n_classes
+        c1, c2, c3 = check_channels(nfs, 'NoisePredictor', multiple_of=8, n=3)   # GroupNorm(8, c) needs multiples of 8
+        self.n_classes = n_classes = check_int(n_classes, 'NoisePredictor: n_classes', 0)
         self.down1, self.down2 = nn.Sequential(_block(1, c1), _block(c1, c1)), nn.Sequential(_block(c1, c2), _block(c2, c2))
         self.mid = nn.Sequential(_block(c2, c3), _block(c3, c2))
         self.up2, self.up1 = nn.Sequential(_block(2*c2, c2), _block(c2, c1)), nn.Sequential(_block(2*c1, c1), _block(c1, c1))
@@ -97,10 +98,19 @@ class NoisePredictor(nn.Module):
         self.embs = nn.ModuleList([nn.Linear(n_classes, c) for c in (c1, c2, c2)]) if n_classes else None
 
     def forward(self, x:Tensor, label:Tensor=None)->Tensor: # (B, 1, 28, 28), (B, n_classes) one-hot -> (B, 1, 28, 28)
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"NoisePredictor: x must be a float tensor of digits (B, 1, 28, 28), got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
+        if label is not None and not isinstance(label, Tensor):
+            raise TypeError(f"NoisePredictor: label must be a float one-hot tensor (B, {self.n_classes}), e.g. "
+                            f"F.one_hot(y, {self.n_classes}).float(), got {type(label).__name__}")
         if x.ndim != 4 or x.shape[1:] != (1, 28, 28): raise ValueError(f"NoisePredictor: expected (B, 1, 28, 28) digits, got {tuple(x.shape)}")
         if label is None: label = x.new_zeros(len(x), self.n_classes)
         if self.n_classes and label.shape != (len(x), self.n_classes):
             raise ValueError(f"NoisePredictor: expected one-hot labels ({len(x)}, {self.n_classes}), got {tuple(label.shape)}")
+        if self.n_classes and not label.is_floating_point():
+            raise TypeError(f"NoisePredictor: label must be a float one-hot tensor, e.g. "
+                            f"F.one_hot(y, {self.n_classes}).float(), got {label.dtype}")
         e = [m(label)[:, :, None, None] for m in self.embs] if self.n_classes else [0, 0, 0]  # each (B, c, 1, 1)
         h1 = self.down1(x) + e[0]                                   # (B, c1, 28, 28)
         h2 = self.down2(F.avg_pool2d(h1, 2)) + e[1]                 # (B, c2, 14, 14)

@@ -11,7 +11,7 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from .conv import to_device
 from .learner import split_batch
-from .init import conv_layer
+from .init import conv_layer, check_channels
 from .data import shape_of
 
 # %% auto #0
@@ -49,9 +49,7 @@ def resnet(nfs:tuple=(16, 32, 64, 128, 256), # channels: the stem's, then one st
            n_full:int=0, # stride-1 ResBlocks at the full input resolution, between the stem and the first stride-2 block
           )->nn.Sequential:
     "A ResNet for small images: a 5×5 stem, stride-2 residual blocks, average pooling, a linear head."
-    if not isinstance(nfs, (list, tuple)) or not nfs:
-        raise ValueError(f"resnet: nfs must be a non-empty list of channel counts, got {nfs!r}")
-    nfs = [_whole('resnet: each of nfs', n) for n in nfs]
+    nfs = check_channels(nfs, 'resnet')
     n_out, n_in = _whole('resnet: n_out', n_out), _whole('resnet: n_in', n_in)
     n_full = _whole('resnet: n_full', n_full, lo=0)
     full = [ResBlock(nfs[0], nfs[0]) for _ in range(n_full)]

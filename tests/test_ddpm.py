@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import miniai.ddpm
 from miniai.ddpm import (pretrained_ddpm, NoiseSchedule, noisify, ddpm_step, timesteps, diffusion_sample,
                          UNet, load_unet, timestep_embedding, DDPMCB, SampleCB, check_step, diffusion_dls,
-                         ddpm_recipe, train_ddpm)
+                         ddpm_recipe, train_ddpm, EmbResBlock)
 from miniai.sgd import EMACB
 from miniai.data import DataError
 from miniai.checkpoint import save_atomic
@@ -472,3 +472,29 @@ def test_ddpm_cb_bad_arguments():
     for args, kw in (((sched,), dict(min_snr=0.)), ((sched,), dict(min_snr=-5.)), ((sched,), dict(valid_seed=0.5)),
                      (('cosine',), {})):
         with pytest.raises(BAD, match='DDPMCB'): DDPMCB(*args, **kw)
+
+
+@pytest.mark.parametrize('make,exc,match', [
+    (lambda: UNet(nfs=()), ValueError, 'UNet: nfs must be a non-empty list'),
+    (lambda: UNet(nfs=16), TypeError, 'UNet: nfs must be a non-empty list or tuple of channel counts'),
+    (lambda: UNet(nfs=(12, 24)), ValueError, r'UNet: each of nfs must be a multiple of 8, got \[12\]'),
+    (lambda: UNet(nfs=(16, 0)), ValueError, 'UNet: each of nfs must be an integer >= 1'),
+    (lambda: UNet(n_in=0), ValueError, 'UNet: n_in must be an integer >= 1'),
+    (lambda: UNet(n_out=1.5), TypeError, 'UNet: n_out must be an integer'),
+    (lambda: UNet(n_blocks=0), ValueError, 'UNet: n_blocks must be an integer >= 1'),
+    (lambda: UNet(use_t=1), TypeError, 'UNet: use_t must be True or False'),
+    (lambda: EmbResBlock(0, 8, 0), ValueError, 'EmbResBlock: ni must be'),
+    (lambda: EmbResBlock(8, 8, -1), ValueError, 'EmbResBlock: n_emb must be an integer >= 0'),
+    (lambda: EmbResBlock(12, 16, 0), ValueError, 'EmbResBlock: ni=12 must be a multiple of groups=8'),
+])
+def test_unet_settings_are_checked(make, exc, match):
+    with pytest.raises(exc, match=match): make()
+
+
+def test_unet_inputs_are_checked():
+    m, t = UNet(nfs=(8, 16)), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(TypeError, match='UNet: x must be a float tensor of images'): m([[0.]], t)
+    with pytest.raises(TypeError, match='got torch.uint8'): m(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), t)
+    with pytest.raises(TypeError, match=r'UNet: t must be a \(B,\) tensor of time steps'): m(torch.zeros(2, 1, 8, 8), 5)
+    with pytest.raises(ValueError, match='one time step per image'): m(torch.zeros(2, 1, 8, 8), torch.zeros(3))
+    assert m(torch.zeros(2, 1, 8, 8), t).shape == (2, 1, 8, 8)

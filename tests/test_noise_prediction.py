@@ -207,3 +207,17 @@ def test_train_noise_predictor_trains_and_caches(tmp_path, monkeypatch):
     assert same(m1, m3)
     train_noise_predictor(epochs=1, bs=32, lr=1e-3)                      # another setting: another model
     assert len(list((tmp_path / 'models').glob('noise_predictor-*.pth'))) == 2
+
+
+def test_noise_predictor_settings_and_inputs_are_checked():
+    with pytest.raises(ValueError, match=r'NoisePredictor: nfs must be 3 channel counts, got \(32, 64\)'):
+        NoisePredictor(nfs=(32, 64))
+    with pytest.raises(ValueError, match='each of nfs must be a multiple of 8'): NoisePredictor(nfs=(8, 12, 16))
+    with pytest.raises(TypeError, match='nfs must be a non-empty list or tuple'): NoisePredictor(nfs=None)
+    with pytest.raises(ValueError, match='n_classes must be an integer >= 0'): NoisePredictor(n_classes=-1)
+    m = NoisePredictor(nfs=(8, 8, 8))
+    with pytest.raises(TypeError, match='x must be a float tensor of digits'): m(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r'label must be a float one-hot tensor.*F.one_hot'):
+        m(torch.zeros(2, 1, 28, 28), torch.eye(10, dtype=torch.long)[:2])
+    with pytest.raises(TypeError, match='label must be a float one-hot tensor'): m(torch.zeros(2, 1, 28, 28), [[1] * 10] * 2)
+    assert m(torch.zeros(2, 1, 28, 28), torch.eye(10)[:2]).shape == (2, 1, 28, 28)
