@@ -4,14 +4,15 @@
 
 # %% ../nbs/06a_checkpoint.ipynb #d77f34c3
 from __future__ import annotations
-import hashlib, inspect, io, json, os, tempfile, warnings
+import hashlib, inspect, io, json, os, shutil, tempfile, warnings
 from pathlib import Path
 import torch
 from torch import nn
 from .data import cache_dir, DataError
 
 # %% auto #0
-__all__ = ['save_atomic', 'save_checkpoint', 'read_checkpoint', 'load_weights', 'recipe_of', 'cached_model']
+__all__ = ['save_atomic', 'save_checkpoint', 'read_checkpoint', 'load_weights', 'is_pretrained', 'save_pretrained_atomic',
+           'read_pretrained', 'recipe_of', 'cached_model']
 
 # %% ../nbs/06a_checkpoint.ipynb #7ebcd8e9
 def _umask()->int:
@@ -84,6 +85,67 @@ def load_weights(model:nn.Module, # the architecture the weights should fit
                         f"{lines[1] if len(lines) > 1 else lines[0] if lines else type(e).__name__}") from e
     return model
 
+# %% ../nbs/06a_checkpoint.ipynb #ae06a002
+_RECORD = 'record.json'
+
+def is_pretrained(model)->bool:
+    "Whether `model` is a library model that saves itself as a folder (diffusers' and transformers' `save_pretrained`)."
+    return callable(getattr(model, 'save_pretrained', None)) and callable(getattr(type(model), 'from_pretrained', None))
+
+def _json(o):
+    "A record value JSON cannot write: tensors and numpy arrays as lists, anything else as its text."
+    return o.tolist() if hasattr(o, 'tolist') else repr(o)
+
+def save_pretrained_atomic(model, # a diffusers or transformers model (anything with `save_pretrained`)
+                           path:Path, # the folder to write; replaced as a whole if it exists
+                           record:dict=None, # what made the weights, saved as `record.json` in the folder
+                          )->Path:
+    "`model.save_pretrained` into a temporary folder beside `path`, then renamed to `path` in one step."
+    if not is_pretrained(model):
+        raise TypeError(f"save_pretrained_atomic: a {type(model).__name__} has no save_pretrained/from_pretrained; "
+                        f"save our own models with save_checkpoint")
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp'))
+    old = path.with_name(f'.{path.name}.{tmp.name[-12:]}.old')
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if record is not None: (tmp/_RECORD).write_text(json.dumps(_plain(record), default=_json, indent=1))
+        for f in tmp.iterdir():                        # on disk before the rename makes them visible
+            with open(f, 'rb') as fh: os.fsync(fh.fileno())
+        os.chmod(tmp, 0o777 & ~_umask())               # mkdtemp makes it private; give it a new folder's mode
+        if path.exists(): os.replace(path, old)        # a folder cannot be renamed over a full one: move it aside
+        try: os.replace(tmp, path)
+        except BaseException:
+            if old.exists() and not path.exists(): os.replace(old, path)  # the previous folder back in place
+            raise
+    finally:
+        for d in (tmp, old):
+            if d.exists(): shutil.rmtree(d)
+    return path
+
+def read_pretrained(path:Path, # a folder written by `save_pretrained_atomic` (a cached library model)
+                    build, # `build()` makes the architecture the weights must fit, e.g. `partial(AutoencoderKL, ...)`
+                   )->tuple: # `(model, record)`, the model in eval mode
+    "Load a library model's folder with its own `from_pretrained`, check it against `build()`, and read its record."
+    path, model = Path(path), build()
+    if not is_pretrained(model):
+        raise TypeError(f"read_pretrained: build() made a {type(model).__name__}, which is not a library model")
+    if not path.is_dir(): raise DataError(f"no saved model at {path}: the folder does not exist")
+    try: record = json.loads((path/_RECORD).read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} has no readable {_RECORD} ({type(e).__name__}); it was not written by cached_model, "
+                        f"or is damaged: delete the folder to train again") from e
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')            # the library's notes about missing weights: checked below
+            loaded = type(model).from_pretrained(path, local_files_only=True)
+    except Exception as e:
+        raise DataError(f"{path} could not be loaded by {type(model).__name__}.from_pretrained ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}): it is damaged or incomplete; delete the folder "
+                        f"to train again") from e
+    load_weights(model, loaded.state_dict(), path)     # the recipe's architecture, or one clear error
+    return loaded.eval(), record
+
 # %% ../nbs/06a_checkpoint.ipynb #71040233
 def recipe_of(f, # a training function
               *args, exclude:tuple=('model', 'cbs', 'retrain'), # parameters that do not change the result
@@ -105,13 +167,18 @@ def cached_model(name:str, # what the model is, e.g. 'mnist_classifier'; the fil
                 )->tuple: # `(model, record)` with the model in eval mode; the record holds the recipe too
     "Load the model that `recipe` makes from `cache_dir('models')`, or build, train and cache it (one checkpoint, atomic)."
     if not isinstance(recipe, dict): raise TypeError(f"cached_model: recipe must be a dict of settings, got {type(recipe).__name__}")
-    path = cache_dir('models') / f"{name}-{_key(recipe)}.pth"
-    if path.exists() and not retrain:
+    stem = cache_dir('models') / f"{name}-{_key(recipe)}"
+    path = stem.with_name(stem.name + '.pth')
+    if not retrain and stem.is_dir(): return read_pretrained(stem, build)  # a library model's folder
+    if not retrain and path.exists():
         state = read_checkpoint(path)
         if 'record' not in state: raise DataError(f"{path} has no record; it was not written by cached_model: delete it to train again")
         return load_weights(build(), state['model'], path).eval(), state['record']
     if 'seed' in recipe: torch.manual_seed(recipe['seed'])
     model = build()
     record = dict(train(model), recipe=recipe)
+    if is_pretrained(model):
+        save_pretrained_atomic(model, stem, record)
+        return read_pretrained(stem, build)
     save_checkpoint(path, model, record=record)
     return model.eval(), read_checkpoint(path)['record']
