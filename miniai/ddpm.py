@@ -242,9 +242,16 @@ class UNet(nn.Module):
             raise ValueError(f"UNet: expected one time step per image, t of shape ({len(x)},), got "
                              f"{None if t is None else tuple(t.shape)}")
 
+    def embed(self, t:Tensor)->Tensor: # (B,) -> (B, n_emb), or None without the time step
+        "The noise-level embedding every residual block is told."
+        return self.emb_mlp(timestep_embedding(t, self.nfs[0])) if self.use_t else None
+
     def forward(self, x:Tensor, t:Tensor=None)->Tensor: # (B, n_in, H, W), (B,) -> (B, n_out, H, W)
         self._check(x, t)
-        emb = self.emb_mlp(timestep_embedding(t, self.nfs[0])) if self.use_t else None  # (B, n_emb)
+        return self.body(x, self.embed(t))
+
+    def body(self, x:Tensor, emb:Tensor)->Tensor: # (B, n_in, H, W), (B, n_emb) -> (B, n_out, H, W)
+        "The U-Net proper, given the embedding its blocks are conditioned on."
         h = self.conv_in(x); hs = [h]
         for m in self.downs:
             h = m(h, emb) if isinstance(m, EmbResBlock) else m(h)
@@ -272,7 +279,7 @@ class DDPMCB(Callback):
     def before_batch(self, learn): learn.batch = noisify(learn.batch[0], self.sched, generator=self.gen)
     def get_loss(self, learn):
         if not (learn.training and self.min_snr): return             # validation keeps the plain MSE
-        _, t, eps = learn.batch
+        t, eps = learn.batch[1], learn.batch[-1]                  # (x_t, t, ..., ε)
         snr = _at(self.sched.abar / (1 - self.sched.abar), t, eps)    # (B, 1, 1, 1)
         err = (learn.preds.float() - eps).pow(2)                      # (B, C, H, W)
         learn.loss = (err * snr.clamp(max=self.min_snr) / snr).mean()
