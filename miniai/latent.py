@@ -108,7 +108,7 @@ def latent_dls(lat:dict, # `fashion_latents(vae)`
     return DataLoaders.from_datasets(BatchDataset(zt[:nt], yt[:nt]), BatchDataset(zv[:nv], yv[:nv]),
                                      check_int(bs, 'latent_dls: bs', 1), batched=True, seed=seed)
 
-def latent_unet(nfs:tuple=(64, 128, 256), # channels of the three levels (8×8, 4×4, 2×2)
+def latent_unet(nfs:tuple=(32, 64, 128), # channels of the three levels (8×8, 4×4, 2×2)
                 n_classes:int=None, # None: unconditional; a number: a `ConditionalUNet` for that many classes
                 n_latent:int=4, # latent channels
                )->UNet:
@@ -198,7 +198,7 @@ def pretrained_latent_ddpm(vae, # the `AutoencoderKL` whose latents the model le
                            conditional:bool=True, # a `ConditionalUNet` (dropped labels) or an unconditional `UNet`
                            epochs:int=None, # training epochs (None: 5, or 1 in quick mode)
                            n_train:int=None, # training latents (None: all 60,000, or 4,096 in quick mode)
-                           nfs:tuple=(64, 128, 256), # `latent_unet`'s channels
+                           nfs:tuple=(32, 64, 128), # `latent_unet`'s channels
                            retrain:bool=False, # train even if the model cache has this recipe
                            cbs:list=(), # extra callbacks for training
                            **kwargs, # more settings of `train_latent_ddpm`: bs, lr, p_drop, min_snr, ema, seed
