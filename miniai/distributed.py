@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_distributed.ipynb #d15a0004
 from __future__ import annotations
-import argparse, ast, hashlib, importlib, os, re, signal, subprocess, sys, time
+import argparse, ast, hashlib, importlib, inspect, os, re, signal, subprocess, sys, time
 from datetime import timedelta
 from pathlib import Path
 import torch
@@ -443,6 +443,10 @@ def main(argv:list=None, # the command-line arguments (None: sys.argv[1:])
     p = _parser(); args = p.parse_args(argv)
     try: recipe, settings = _recipe(args.recipe), dict(map(_setting, args.settings))
     except ValueError as e: p.error(str(e))
+    try: inspect.signature(recipe).bind(cbs=[], **settings)
+    except TypeError as e:
+        names = [k for k in inspect.signature(recipe).parameters if k != 'cbs']
+        p.error(f"{args.recipe}: {e}; its settings are {', '.join(names) or 'none'}")
     if args.timeout <= 0: p.error(f"--timeout must be a number of seconds > 0, got {args.timeout:g}")
     if args.checkpoint and not under_torchrun(): p.error("--checkpoint is for runs under torchrun; use --out")
     cb = DistributedCB(args.checkpoint, args.timeout, seed=args.seed) if under_torchrun() else None

@@ -181,7 +181,8 @@ def test_the_command_line_refuses_bad_input_with_one_clear_message(capsys, monke
     for v in TORCHRUN_VARS: monkeypatch.delenv(v, raising=False)
     for argv, msg in ((['nope'], 'unknown recipe'), (['ddp_recipes:missing'], 'cannot import missing'),
                       (['fashion_cnn', 'epochs'], 'name=value'), (['fashion_cnn', '--timeout', '0'], '> 0'),
-                      (['fashion_cnn', '--checkpoint', 'x.pth'], 'under torchrun'), ([], 'recipe')):
+                      (['fashion_cnn', '--checkpoint', 'x.pth'], 'under torchrun'), ([], 'recipe'),
+                      (['fashion_cnn', 'epoch=2'], "its settings are epochs, bs, n_train")):
         with pytest.raises(SystemExit) as e: main(argv)
         assert e.value.code == 2 and msg in capsys.readouterr().err, argv
 
