@@ -141,9 +141,9 @@ class PixelMSE(Metric):
         return pixel_mse(preds[0] if isinstance(preds, tuple) else preds, targs).detach()
 
 def train_autoencoder(model:LatentModel, # the autoencoder to train, in place
-                      epochs:int=3, # passes over the training images
-                      bs:int=64, # batch size
-                      lr:float=3e-3, # peak learning rate of the 1cycle schedule
+                      epochs:int=1, # passes over the training images
+                      bs:int=32, # batch size (32 beat 64: for an autoencoder, more steps count more than bigger batches)
+                      lr:float=1e-2, # peak learning rate of the 1cycle schedule
                       n_train:int=None, # the first `n_train` training images (None: all 60,000)
                       n_valid:int=2000, # test images for the validation metrics
                       loss_func=F.mse_loss, # `loss_func(model output, images)`: e.g. an `AutoencoderLoss` for a VAE
