@@ -339,9 +339,9 @@ def latent_scale(model:LatentModel, # a trained autoencoder
     return 1 / z.std().item()
 
 def train_kl_vae(model:AutoencoderKL, # from `kl_autoencoder`, trained in place
-                 epochs:int=2, # passes over the training images
-                 bs:int=64, # batch size
-                 lr:float=2e-3, # peak learning rate of the 1cycle schedule
+                 epochs:int=1, # passes over the training images
+                 bs:int=32, # batch size
+                 lr:float=3e-3, # peak learning rate of the 1cycle schedule
                  n_train:int=None, # the first `n_train` training images (None: all 60,000)
                  n_valid:int=2000, # test images for the validation metrics
                  beta:float=1e-2, # weight of the KL term per pixel
@@ -360,7 +360,7 @@ def train_kl_vae(model:AutoencoderKL, # from `kl_autoencoder`, trained in place
     model.register_to_config(scaling_factor=scale)
     return dict(record, beta=beta, perceptual=perceptual, weight=weight, scaling_factor=scale)
 
-def pretrained_vae(epochs:int=None, # training epochs (None: 2, or 1 in quick mode)
+def pretrained_vae(epochs:int=1, # training epochs
                    n_train:int=None, # training images (None: all 60,000, or 2,048 in quick mode)
                    nfs:tuple=(16, 32, 64), # `kl_autoencoder`'s channels
                    retrain:bool=False, # train even if the model cache has this recipe
@@ -369,7 +369,7 @@ def pretrained_vae(epochs:int=None, # training epochs (None: 2, or 1 in quick mo
                   )->tuple: # `(vae, record)`: the trained AutoencoderKL (its config holds the scaling factor)
     "The course's AutoencoderKL, from the model cache (a `save_pretrained` folder) or trained and cached first."
     _need_diffusers('pretrained_vae')
-    recipe = recipe_of(train_kl_vae, epochs=sized(2, 1) if epochs is None else epochs,
+    recipe = recipe_of(train_kl_vae, epochs=epochs,
                        n_train=sized(None, 2048) if n_train is None else n_train, **kwargs)
     if recipe['perceptual']: recipe['classifier'] = fashion_classifier()[1]['recipe']   # it shapes the weights too
     recipe['vae'] = recipe_of(kl_autoencoder, nfs=tuple(nfs))

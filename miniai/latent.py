@@ -171,7 +171,7 @@ class ConditionalDDPMCB(DDPMCB):
 # %% ../nbs/15_latent_conditional.ipynb #ld150020
 def train_latent_ddpm(model:UNet, # `latent_unet(...)`, trained in place; a `ConditionalUNet` learns with dropped labels
                       lat:dict, # `fashion_latents(vae)`
-                      epochs:int=5, # passes over the training latents
+                      epochs:int=4, # passes over the training latents
                       bs:int=64, # batch size
                       lr:float=3e-3, # peak learning rate of the 1cycle schedule
                       n_train:int=None, # the first `n_train` training latents (None: all)
@@ -196,7 +196,7 @@ def train_latent_ddpm(model:UNet, # `latent_unet(...)`, trained in place; a `Con
 
 def pretrained_latent_ddpm(vae, # the `AutoencoderKL` whose latents the model learns
                            conditional:bool=True, # a `ConditionalUNet` (dropped labels) or an unconditional `UNet`
-                           epochs:int=None, # training epochs (None: 5, or 1 in quick mode)
+                           epochs:int=None, # training epochs (None: 4, or 1 in quick mode)
                            n_train:int=None, # training latents (None: all 60,000, or 4,096 in quick mode)
                            nfs:tuple=(32, 64, 128), # `latent_unet`'s channels
                            retrain:bool=False, # train even if the model cache has this recipe
@@ -206,7 +206,7 @@ def pretrained_latent_ddpm(vae, # the `AutoencoderKL` whose latents the model le
     "The course's latent diffusion U-Net for `vae`'s latents, from the model cache or trained and cached first."
     m = _as_vae('pretrained_latent_ddpm', vae)
     if not isinstance(conditional, bool): raise TypeError(f"pretrained_latent_ddpm: conditional must be True or False, got {conditional!r}")
-    recipe = recipe_of(train_latent_ddpm, epochs=sized(5, 1) if epochs is None else epochs,
+    recipe = recipe_of(train_latent_ddpm, epochs=sized(4, 1) if epochs is None else epochs,
                        n_train=sized(None, 4096) if n_train is None else n_train, exclude=('model', 'lat', 'cbs'), **kwargs)
     recipe.update(vae=fingerprint(m.vae), nfs=list(nfs), conditional=conditional)
     build = partial(latent_unet, tuple(nfs), 10 if conditional else None)
