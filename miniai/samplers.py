@@ -207,6 +207,9 @@ class Denoiser:
             sigma:float, # their noise level, within the schedule's
            )->Tensor: # (B, C, H, W) float32: the predicted noise ε̂
         "The model's noise prediction: it sees x/√(σ²+1), the same images in its own space, at σ's time step."
+        if not isinstance(x, Tensor):
+            raise TypeError(f"Denoiser: x must be a tensor of images, got {type(x).__name__}")
+        sigma = check_number(sigma, 'Denoiser: sigma (the noise level)', above=0)
         t = sigma_to_t(self.sched, sigma).item()
         xt = (x / math.sqrt(sigma ** 2 + 1)).to(self.device)                  # (B, C, H, W)
         tt = torch.full((len(x),), t, device=self.device)                     # (B,)
@@ -286,6 +289,10 @@ class Student(nn.Module):
               like:Tensor, # images whose dtype, device and rank the coefficients take
              )->tuple: # √ᾱ, √(1-ᾱ) and m = max(√ᾱ, √(1-ᾱ)/K), each (B, 1, 1, 1)
         "The coefficients at time steps `t`: x̂0 = (x_t - √(1-ᾱ)·o)/m."
+        if not (isinstance(t, Tensor) and t.ndim == 1 and isinstance(like, Tensor) and len(like) == len(t)):
+            shape = lambda v: getattr(v, 'shape', type(v).__name__)
+            raise ValueError(f"Student: t must be a (B,) tensor of time steps, one per image of a (B, ...) "
+                             f"tensor; got {shape(t)} and {shape(like)}")
         a, s = _coefs(self.log_sigmas, t, like)
         return a, s, torch.maximum(a, s / self.max_gain)
 
@@ -342,6 +349,11 @@ def distill_loss(preds:Tensor, # (B, C, H, W) the student's outputs o
                  weight:Tensor, # (B, 1, 1, 1) each image's weight
                 )->Tensor: # 0-d
     "The mean of `weight` × (o - õ)²: Salimans & Ho's truncated-SNR loss, written for the output."
+    ok = all(isinstance(v, Tensor) for v in (preds, target, weight))
+    if not ok or preds.shape != target.shape or weight.shape != (len(preds), *[1] * (preds.ndim - 1)):
+        got = ', '.join(str(getattr(v, 'shape', type(v).__name__)) for v in (preds, target, weight))
+        raise ValueError(f"distill_loss: preds and target must be tensors of one shape (B, C, H, W), "
+                         f"weight (B, 1, 1, 1); got {got}")
     return (weight * (preds.float() - target) ** 2).mean()
 
 # %% ../nbs/13_samplers.ipynb #85d56cb4
@@ -444,7 +456,7 @@ def _n_train_per_halving(n_train, n:int)->list:
 
 def progressive_distillation(start:int=64, # the teacher's DDIM steps
                              end:int=4, # the last student's steps: `start` halved once or more
-                             n_train=None, # images per halving: a number or a list (None: 40,960, then 25,600)
+                             n_train=None, # images per halving: a number or a list (None: 40,960 then 25,600)
                              epochs:int=1, # passes over them per halving
                              bs:int=None, # batch size (None: 64; quick 32)
                              n_valid:int=None, # test images for the validation loss (None: 512; quick 64)
@@ -460,6 +472,8 @@ def progressive_distillation(start:int=64, # the teacher's DDIM steps
     "Distil the teacher into students with half, a quarter... of its DDIM steps, each cached."
     sched = NoiseSchedule.cosine()
     halvings = _halvings(start, end, sched.T)
+    if not isinstance(retrain, bool):
+        raise TypeError(f"progressive_distillation: retrain must be True or False, got {retrain!r}")
     n_train = _n_train_per_halving(n_train, len(halvings))
     if teacher is None:
         teacher, rec = pretrained_ddpm()

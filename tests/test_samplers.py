@@ -346,3 +346,21 @@ def test_no_run_mode_in_default_arguments():
     import inspect
     ps = inspect.signature(progressive_distillation).parameters
     assert all(ps[k].default is None for k in ('n_train', 'bs', 'n_valid'))
+
+def test_denoiser_loss_and_coefficients_bad_arguments(net):
+    den = Denoiser(net, SCHED)
+    for args, match in (((torch.zeros(1, 1, 16, 16), 0.), 'sigma'), (([0.], 1.), 'tensor'),
+                        ((torch.zeros(1, 1, 16, 16), 'a'), 'sigma')):
+        with pytest.raises(BAD, match=match): den(*args)
+    for kw in (dict(clip=-1.), dict(bs=0), dict(bs=2.)):
+        with pytest.raises(BAD): Denoiser(net, SCHED, **kw)
+    with pytest.raises(BAD, match='NoiseSchedule'): Denoiser(net, 'cosine')
+    st = Student(copy.deepcopy(net), SCHED)
+    for t in (5, torch.zeros(2, 2), torch.zeros(3)):
+        with pytest.raises(BAD, match='one per image'): st.coefs(t, torch.zeros(2, 1, 4, 4))
+    x, w = torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 1, 1)
+    assert distill_loss(x + 1, x, w * 3).item() == 3.
+    for args in ((x, x[:1], w), (x, x, torch.ones(2)), (x, 'x', w)):
+        with pytest.raises(BAD, match='distill_loss'): distill_loss(*args)
+    with pytest.raises(BAD, match='retrain'):
+        progressive_distillation(teacher=net, teacher_recipe=dict(unet={}), retrain='yes')
