@@ -1,7 +1,7 @@
 """Per-step time of miniai's samplers (`sigma_sample` with `euler_step`, `heun_step`, `euler_ancestral_step`,
 `dpmpp_2m_step`) against diffusers' schedulers configured the same way, driving the same model, side by side in one run.
 
-    .venv/bin/python bench/sampler_steps.py [--n 256] [--steps 20] [--repeats 5] [--threads N] [--smoke]
+    .venv/bin/python bench/sampler_steps.py [--n 128] [--steps 10] [--repeats 3] [--threads N] [--smoke]
 
 For each sampler the two loops run in alternating order, `repeats` times each, from the same starting noise, twice:
 once with our U-Net (freshly initialised with a fixed seed: speed does not depend on the weights), which is what
@@ -106,8 +106,8 @@ def bench(a, model, label):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument('--n', type=int, default=256); p.add_argument('--steps', type=int, default=20)
-    p.add_argument('--repeats', type=int, default=5); p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--n', type=int, default=128); p.add_argument('--steps', type=int, default=10)
+    p.add_argument('--repeats', type=int, default=3); p.add_argument('--threads', type=int, default=None)
     p.add_argument('--smoke', action='store_true', help='a tiny run, only to check that the script works')
     a = p.parse_args()
     if a.smoke: a.n, a.steps, a.repeats = 2, 3, 1
