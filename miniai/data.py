@@ -12,7 +12,7 @@ import torch
 # %% auto #0
 __all__ = ['QUICK_VAR', 'CACHE_VAR', 'MNIST_MD5', 'MNIST_PACKAGE', 'MNIST_PER_CLASS', 'FASHION_FILES', 'FASHION_CLASSES',
            'FASHION_APT_DIR', 'FASHION_URL', 'is_quick', 'sized', 'DataError', 'cache_dir', 'md5', 'read_gz',
-           'mnist_path', 'check_int', 'check_number', 'load_mnist', 'read_idx', 'check_fashion_file',
+           'mnist_path', 'shape_of', 'check_int', 'check_number', 'load_mnist', 'read_idx', 'check_fashion_file',
            'download_fashion_mnist', 'fashion_mnist_dir', 'load_fashion_mnist']
 
 # %% ../nbs/00_data.ipynb #e9d3351c
@@ -111,10 +111,19 @@ def mnist_path()->Path:
     return Path(spec.submodule_search_locations[0])/'data'/'data'/'mnist_5k.csv.gz'
 
 # %% ../nbs/00_data.ipynb #5d8f0b37
-def _allowed(kind, lo, hi):
-    "'an integer from 1 to 499', 'a number > 0', ...: the allowed range in words."
-    if lo is not None and hi is not None: return f"{kind} from {lo} to {hi}"
-    return f"{kind} >= {lo}" if lo is not None else f"{kind} <= {hi}" if hi is not None else kind
+def shape_of(o)->tuple|str:
+    "The shape of a tensor or array as a tuple, else the name of its type: what error messages show."
+    return tuple(o.shape) if hasattr(o, 'shape') else type(o).__name__
+
+def _allowed(kind, lo=None, hi=None, above=None, below=None):
+    "'an integer from 1 to 499', 'a number in (0, 1]', 'a number > 0', ...: the allowed range in words."
+    lo_s, a = ('(', above) if above is not None else ('[', lo)      # the lower end, open or closed
+    hi_s, b = (')', below) if below is not None else (']', hi)
+    if a is not None and b is not None:
+        return f"{kind} from {a} to {b}" if lo_s + hi_s == '[]' else f"{kind} in {lo_s}{a}, {b}{hi_s}"
+    if a is not None: return f"{kind} {'>' if lo_s == '(' else '>='} {a}"
+    if b is not None: return f"{kind} {'<' if hi_s == ')' else '<='} {b}"
+    return kind
 
 def check_int(x, # the value to check
               what:str, # what it is, for the message: 'load_mnist: n_valid'
@@ -136,6 +145,7 @@ def check_number(x, # the value to check
                  lo:float|None=None, # smallest allowed value
                  hi:float|None=None, # largest allowed value
                  above:float|None=None, # `x` must be strictly greater than this
+                 below:float|None=None, # `x` must be strictly less than this
                 )->float:
     "`x` as a finite `float`, or a `TypeError` (not a real number) or `ValueError` (infinite, out of range)."
     is_scalar = (isinstance(x, torch.Tensor) and x.numel() == 1
@@ -144,9 +154,9 @@ def check_number(x, # the value to check
         raise TypeError(f"{what} must be a number, got {type(x).__name__} {x!r}")
     x = float(x)
     if not math.isfinite(x): raise ValueError(f"{what} must be a finite number, got {x}")
-    if above is not None and not x > above: raise ValueError(f"{what} must be a number > {above}, got {x}")
-    if (lo is not None and x < lo) or (hi is not None and x > hi):
-        raise ValueError(f"{what} must be {_allowed('a number', lo, hi)}, got {x}")
+    if ((lo is not None and x < lo) or (hi is not None and x > hi) or
+        (above is not None and not x > above) or (below is not None and not x < below)):
+        raise ValueError(f"{what} must be {_allowed('a number', lo, hi, above, below)}, got {x}")
     return x
 
 # %% ../nbs/00_data.ipynb #17c35e4e

@@ -13,7 +13,8 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import progress_bar
-from .data import load_fashion_mnist, sized, DataError
+from .data import load_fashion_mnist, sized, DataError, check_int, check_number, shape_of
+from .init import check_channels
 from .datasets import BatchDataset, DataLoaders, to_float, show_images
 from .learner import Learner, Callback, DeviceCB, MetricsCB, set_seed
 from .sgd import Adam, EMACB
@@ -24,28 +25,6 @@ from .learner import MixedPrecision, autocast_dtype
 __all__ = ['NoiseSchedule', 'diffusion_prep', 'diffusion_dls', 'to_pixels', 'noisify', 'timestep_embedding', 'EmbResBlock', 'UNet', 'DDPMCB', 'train_ddpm', 'load_unet', 'ddpm_recipe', 'pretrained_ddpm', 'check_step', 'ddpm_step', 'timesteps', 'diffusion_sample', 'SampleCB', 'ddim_step']
 
 # %% ../nbs/11_ddpm.ipynb #3b7e4c91
-def _shape(o): return tuple(o.shape) if hasattr(o, 'shape') else type(o).__name__
-
-def _int_arg(fn:str, name:str, v, lo:int=None, hi:int=None)->int:
-    "`v` as an int if it is a whole number in `lo..hi` (None: no bound); else one error naming it."
-    want = (f'an integer from {lo} to {hi}' if hi is not None else
-            'an integer' if lo is None else f'an integer ≥ {lo}')
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{fn}: {name} must be {want}, got {v!r}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ValueError(f"{fn}: {name} must be {want}, got {v!r}")
-    return int(v)
-
-def _num_arg(fn:str, name:str, v, lo:float, hi:float=math.inf, lo_open:bool=False, hi_open:bool=False)->float:
-    "`v` as a float if it is a finite number from `lo` to `hi` (ends open or closed); else one error."
-    want = (f"a number in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}" if hi < math.inf else
-            f"a finite number {'>' if lo_open else '≥'} {lo}")
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{fn}: {name} must be {want}, got {v!r}")
-    if not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi):
-        raise ValueError(f"{fn}: {name} must be {want}, got {v!r}")
-    return float(v)
-
 def _step_int(name:str, v)->int:
     "A time step as a Python int: ints, numpy ints and 0-d integer tensors are accepted."
     not_int = isinstance(v, Tensor) and (v.ndim or v.is_floating_point() or v.dtype == torch.bool)
@@ -85,9 +64,9 @@ class NoiseSchedule:
               ):
         "β rising linearly from `beta_start` to `beta_end` (Ho et al., 2020)."
         fn = 'NoiseSchedule.linear'
-        T = _int_arg(fn, 'T', T, 1)
-        b0 = _num_arg(fn, 'beta_start', beta_start, 0, 1, True, True)
-        b1 = _num_arg(fn, 'beta_end', beta_end, 0, 1, True, True)
+        T = check_int(T, f'{fn}: T', 1)
+        b0 = check_number(beta_start, f'{fn}: beta_start', above=0, below=1)
+        b1 = check_number(beta_end, f'{fn}: beta_end', above=0, below=1)
         return cls(torch.linspace(b0, b1, T, dtype=torch.float32), 'linear')
 
     @classmethod
@@ -98,8 +77,8 @@ class NoiseSchedule:
               ):
         "ᾱ(t) = cos²((t/T + s)/(1 + s)·π/2), turned into βs capped at `max_beta` (Nichol & Dhariwal, 2021)."
         fn = 'NoiseSchedule.cosine'
-        T, s = _int_arg(fn, 'T', T, 1), _num_arg(fn, 's', s, 0)
-        max_beta = _num_arg(fn, 'max_beta', max_beta, 0, 1, True, True)
+        T, s = check_int(T, f'{fn}: T', 1), check_number(s, f'{fn}: s', lo=0)
+        max_beta = check_number(max_beta, f'{fn}: max_beta', above=0, below=1)
         f = lambda t: math.cos((t/T + s) / (1 + s) * math.pi / 2) ** 2
         return cls(torch.tensor([min(1 - f(i+1)/f(i), max_beta) for i in range(T)], dtype=torch.float32), 'cosine')
 
@@ -131,10 +110,10 @@ def diffusion_dls(bs:int=128, # training batch size
                   seed:int=None, # seed for the shuffle
                  )->DataLoaders: # batches `(xb, yb)`: xb (B, 1, 32, 32) in [-1, 1], yb (B,) classes
     "Fashion-MNIST for diffusion: images in [-1, 1] padded to 32×32, with their classes."
-    bs = _int_arg('diffusion_dls', 'bs', bs, 1)
-    if seed is not None: _int_arg('diffusion_dls', 'seed', seed)
+    bs = check_int(bs, 'diffusion_dls: bs', 1)
+    if seed is not None: check_int(seed, 'diffusion_dls: seed')
     xt, yt, xv, yv = load_fashion_mnist()
-    nt, nv = (len(x) if n is None else _int_arg('diffusion_dls', k, n, 1, len(x))
+    nt, nv = (len(x) if n is None else check_int(n, f'diffusion_dls: {k}', 1, len(x))
               for k, n, x in (('n_train', n_train, xt), ('n_valid', n_valid, xv)))
     train_ds = BatchDataset(xt[:nt], yt[:nt], diffusion_prep)
     valid_ds = BatchDataset(xv[:nv], yv[:nv], diffusion_prep)
@@ -157,13 +136,13 @@ def noisify(x0:Tensor, # (B, C, H, W) clean images
            )->tuple: # `(x_t, t, eps)`: (B, C, H, W), (B,), (B, C, H, W)
     "Jump straight to step `t`: x_t = √ᾱ_t·x0 + √(1-ᾱ_t)·ε."
     if not isinstance(x0, Tensor) or x0.ndim < 2:
-        raise TypeError(f"noisify: x0 must be a (B, C, H, W) tensor of images, got {_shape(x0)}")
+        raise TypeError(f"noisify: x0 must be a (B, C, H, W) tensor of images, got {shape_of(x0)}")
     if not isinstance(sched, NoiseSchedule):
         raise TypeError(f"noisify: sched must be a NoiseSchedule, got {sched!r}")
     if t is None: t = torch.randint(0, sched.T, (len(x0),), generator=generator).to(x0.device)
     elif not isinstance(t, Tensor) or t.shape != (len(x0),) or t.is_floating_point() or t.dtype == torch.bool:
         raise ValueError(f"noisify: t must be an integer tensor of one time step per image, "
-                         f"shape ({len(x0)},), got {_shape(t)}")
+                         f"shape ({len(x0)},), got {shape_of(t)}")
     elif len(t) and not (0 <= t.min() and t.max() < sched.T):
         raise ValueError(f"noisify: time steps must be in 0..{sched.T-1} for {sched!r}, "
                          f"got {t.min().item()}..{t.max().item()}")
@@ -177,10 +156,10 @@ def timestep_embedding(t:Tensor, # (B,) time steps (or any noise-level numbers)
                        max_period:float=10000., # longest wavelength
                       )->Tensor: # (B, dim)
     "Sines and cosines of `t` at `dim/2` frequencies from 1 to 1/`max_period`."
-    dim = _int_arg('timestep_embedding', 'dim', dim, 2)
+    dim = check_int(dim, 'timestep_embedding: dim', 2)
     if dim % 2: raise ValueError(f"timestep_embedding: dim must be even (sines and cosines), got {dim}")
     if not isinstance(t, Tensor) or t.ndim != 1:
-        raise ValueError(f"timestep_embedding: t must be a (B,) tensor, got {_shape(t)}")
+        raise ValueError(f"timestep_embedding: t must be a (B,) tensor, got {shape_of(t)}")
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)  # (half,)
     args = t.float()[:, None] * freqs[None]                                                 # (B, half)
@@ -196,6 +175,11 @@ class EmbResBlock(nn.Module):
                  groups:int=8, # GroupNorm groups
                 ):
         super().__init__()
+        ni, nf = check_int(ni, 'EmbResBlock: ni', 1), check_int(nf, 'EmbResBlock: nf', 1)
+        n_emb, groups = check_int(n_emb, 'EmbResBlock: n_emb', 0), check_int(groups, 'EmbResBlock: groups', 1)
+        for k, c in dict(ni=ni, nf=nf).items():
+            if c % min(groups, c):
+                raise ValueError(f"EmbResBlock: {k}={c} must be a multiple of groups={groups} (for GroupNorm) or below it")
         self.norm1, self.conv1 = nn.GroupNorm(min(groups, ni), ni), nn.Conv2d(ni, nf, 3, padding=1)
         self.emb = nn.Linear(n_emb, 2*nf) if n_emb else None
         self.norm2, self.conv2 = nn.GroupNorm(min(groups, nf), nf), nn.Conv2d(nf, nf, 3, padding=1)
@@ -220,7 +204,11 @@ class UNet(nn.Module):
                  use_t:bool=True, # embed the time step; False makes a model that must guess the noise level
                 ):
         super().__init__()
-        self.n_in, self.nfs, self.use_t, self.factor = n_in, tuple(nfs), use_t, 2 ** (len(nfs) - 1)
+        n_in, n_out, n_blocks = (check_int(v, f'UNet: {k}', 1) for k, v in
+                                 dict(n_in=n_in, n_out=n_out, n_blocks=n_blocks).items())
+        nfs = check_channels(nfs, 'UNet', multiple_of=8)            # GroupNorm with 8 groups
+        if not isinstance(use_t, bool): raise TypeError(f"UNet: use_t must be True or False, got {use_t!r}")
+        self.n_in, self.nfs, self.use_t, self.factor = n_in, nfs, use_t, 2 ** (len(nfs) - 1)
         n_emb = 4 * nfs[0] if use_t else 0
         self.emb_mlp = nn.Sequential(nn.Linear(nfs[0], n_emb), nn.SiLU(), nn.Linear(n_emb, n_emb)) if use_t else None
         self.conv_in = nn.Conv2d(n_in, nfs[0], 3, padding=1)
@@ -236,6 +224,12 @@ class UNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(8, nf), nn.SiLU(), nn.Conv2d(nf, n_out, 3, padding=1))
 
     def _check(self, x, t):
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"UNet: x must be a float tensor of images (B, {self.n_in}, H, W), got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
+        if self.use_t and t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"UNet: t must be a (B,) tensor of time steps, e.g. torch.full((len(x),), t), "
+                            f"got {type(t).__name__}")
         if x.ndim != 4 or x.shape[1] != self.n_in:
             raise ValueError(f"UNet: expected images (B, {self.n_in}, H, W), got shape {tuple(x.shape)}")
         h, w = x.shape[-2:]
@@ -269,9 +263,9 @@ class DDPMCB(Callback):
                 ):
         if not isinstance(sched, NoiseSchedule):
             raise TypeError(f"DDPMCB: sched must be a NoiseSchedule, got {sched!r}")
-        if min_snr is not None: _num_arg('DDPMCB', 'min_snr', min_snr, 0, lo_open=True)
+        if min_snr is not None: check_number(min_snr, 'DDPMCB: min_snr', above=0)
         self.sched, self.min_snr = sched, min_snr
-        self.valid_seed = _int_arg('DDPMCB', 'valid_seed', valid_seed)
+        self.valid_seed = check_int(valid_seed, 'DDPMCB: valid_seed')
     def before_epoch(self, learn): self.gen = None if learn.training else torch.Generator().manual_seed(self.valid_seed)
     def before_batch(self, learn): learn.batch = noisify(learn.batch[0], self.sched, generator=self.gen)
     def get_loss(self, learn):
@@ -294,9 +288,9 @@ def train_ddpm(model:nn.Module, # the U-Net to train, in place
                cbs:list=(), # extra callbacks, e.g. `ProgressCB()` or a `SampleCB`
               )->dict: # a record of the run: settings, loss history, minutes, precision (and the last weights, with `ema`)
     "Train a noise-predicting U-Net on Fashion-MNIST: cosine schedule, min-SNR weights, Adam with 1cycle, bf16 where the CPU has it, an EMA of the weights."
-    epochs = _int_arg('train_ddpm', 'epochs', epochs, 1)
-    lr = _num_arg('train_ddpm', 'lr', lr, 0, lo_open=True)
-    if min_snr is not None: _num_arg('train_ddpm', 'min_snr', min_snr, 0, lo_open=True)
+    epochs = check_int(epochs, 'train_ddpm: epochs', 1)
+    lr = check_number(lr, 'train_ddpm: lr', above=0)
+    if min_snr is not None: check_number(min_snr, 'train_ddpm: min_snr', above=0)
     ema_cb = EMACB(ema) if ema else None      # EMACB checks the decay
     sched, dls = NoiseSchedule.cosine(), diffusion_dls(bs, n_train, n_valid, seed=seed)
     ema_cbs = [ema_cb] if ema_cb else []
@@ -340,11 +334,11 @@ def ddpm_recipe(epochs:int=None, # training epochs (default 9; quick mode 1)
                 seed:int=42, # seed for the weights, the shuffle, the time steps and the noise
                )->dict:
     "All that decides `pretrained_ddpm`'s weights: U-Net and schedule settings, every `train_ddpm` argument."
-    epochs = sized(9, 1) if epochs is None else _int_arg('ddpm_recipe', 'epochs', epochs, 1)
-    n_train = sized(None, 1024) if n_train is None else _int_arg('ddpm_recipe', 'n_train', n_train, 1, 60_000)
+    epochs = sized(9, 1) if epochs is None else check_int(epochs, 'ddpm_recipe: epochs', 1)
+    n_train = sized(None, 1024) if n_train is None else check_int(n_train, 'ddpm_recipe: n_train', 1, 60_000)
     if not isinstance(use_t, bool):
         raise TypeError(f"ddpm_recipe: use_t must be True or False, got {use_t!r}")
-    seed = _int_arg('ddpm_recipe', 'seed', seed)
+    seed = check_int(seed, 'ddpm_recipe: seed')
     return {'unet': recipe_of(UNet, nfs=(16, 32, 64, 128), use_t=use_t),
             'schedule': dict(name='cosine', **recipe_of(NoiseSchedule.cosine)),     # what train_ddpm uses
             **recipe_of(train_ddpm, epochs=epochs, n_train=n_train, seed=seed)}
@@ -385,7 +379,7 @@ def check_step(t:int, # the current time step
     if not -1 <= t_prev < t:
         raise ValueError(f"t_prev={t_prev} must be below t={t} (a step goes towards the clean image) "
                          f"and at least -1 (the clean image)")
-    if clip is not None: _num_arg('sampler step', 'clip', clip, 0, lo_open=True)
+    if clip is not None: check_number(clip, 'sampler step: clip', above=0)
     return t, t_prev
 
 def ddpm_step(x_t:Tensor, # (B, C, H, W) current noisy images
@@ -399,7 +393,7 @@ def ddpm_step(x_t:Tensor, # (B, C, H, W) current noisy images
     "One DDPM ancestral step from `t` to `t_prev`: the posterior mean given the estimated clean image, plus fresh noise."
     t, t_prev = check_step(t, t_prev, sched, clip)
     if eps.shape != x_t.shape:
-        raise ValueError(f"ddpm_step: eps {_shape(eps)} must have x_t's shape {_shape(x_t)}")
+        raise ValueError(f"ddpm_step: eps {shape_of(eps)} must have x_t's shape {shape_of(x_t)}")
     abar_t, abar_p = sched.abar[t].item(), sched.abar_prev(t_prev).item()   # Python floats: float64 from here
     alpha = abar_t / abar_p                                          # α of this (possibly skipping) step
     beta = 1 - alpha
@@ -415,7 +409,7 @@ def timesteps(T:int, # steps in the training schedule
               n:int, # sampling steps wanted
              )->list: # `n` decreasing time steps
     "`n` evenly spaced time steps from the noisiest down: T-1, T-1-T/n, ..., T/n-1 (rounded; T-1, ..., 0 when n == T)."
-    T = _int_arg('timesteps', 'T', T, 1)
+    T = check_int(T, 'timesteps: T', 1)
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= T:
         raise ValueError(f"timesteps: n must be an integer from 1 to T={T}, got {n!r}")
     return [round(T - i * T / n) - 1 for i in range(n)]
@@ -443,8 +437,8 @@ def _check_sampler_args(fn, model, sched, step_fn, clip, seed):
         raise TypeError(f"{fn}: sched must be a NoiseSchedule, got {sched!r}")
     if not callable(step_fn):
         raise TypeError(f"{fn}: step_fn must be a step function such as ddpm_step, got {step_fn!r}")
-    if clip is not None: _num_arg(fn, 'clip', clip, 0, lo_open=True)
-    if seed is not None: _int_arg(fn, 'seed', seed)
+    if clip is not None: check_number(clip, f'{fn}: clip', above=0)
+    if seed is not None: check_int(seed, f'{fn}: seed')
 
 @torch.no_grad()
 def diffusion_sample(model:nn.Module, # predicts the noise: `model(x_t, t)`
@@ -463,9 +457,9 @@ def diffusion_sample(model:nn.Module, # predicts the noise: `model(x_t, t)`
     "Draw `n` images by running `step_fn` down `steps` time steps from pure noise; the model's mode is kept."
     fn = 'diffusion_sample'
     _check_sampler_args(fn, model, sched, step_fn, clip, seed)
-    n, bs, size = _int_arg(fn, 'n', n, 1), _int_arg(fn, 'bs', bs, 1), _check_size(fn, size)
-    steps = sched.T if steps is None else _int_arg(fn, 'steps', steps, 1, sched.T)
-    keep = _int_arg(fn, 'keep', keep, 0, steps)
+    n, bs, size = check_int(n, f'{fn}: n', 1), check_int(bs, f'{fn}: bs', 1), _check_size(fn, size)
+    steps = sched.T if steps is None else check_int(steps, f'{fn}: steps', 1, sched.T)
+    keep = check_int(keep, f'{fn}: keep', 0, steps)
     if device is None:
         p = next(model.parameters(), None)
         device = p.device if p is not None else torch.device('cpu')
@@ -498,8 +492,8 @@ class SampleCB(Callback):
                 ):
         if not isinstance(sched, NoiseSchedule):
             raise TypeError(f"SampleCB: sched must be a NoiseSchedule, got {sched!r}")
-        n, steps = _int_arg('SampleCB', 'n', n, 1), _int_arg('SampleCB', 'steps', steps, 1, sched.T)
-        every, seed = _int_arg('SampleCB', 'every', every, 1), _int_arg('SampleCB', 'seed', seed)
+        n, steps = check_int(n, 'SampleCB: n', 1), check_int(steps, 'SampleCB: steps', 1, sched.T)
+        every, seed = check_int(every, 'SampleCB: every', 1), check_int(seed, 'SampleCB: seed')
         self.sched, self.n, self.steps, self.every, self.seed, self.samples = sched, n, steps, every, seed, []
     def after_epoch(self, learn):
         if learn.training and learn.do_valid: return   # wait for the epoch's validation pass

@@ -9,9 +9,10 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from .activations import Hook
+from .data import check_int, check_number
 
 # %% auto #0
-__all__ = ['init_weights', 'conv_layer', 'simple_cnn', 'GeneralRelu', 'lsuv_init', 'BatchNorm', 'LayerNorm']
+__all__ = ['init_weights', 'conv_layer', 'check_channels', 'simple_cnn', 'GeneralRelu', 'lsuv_init', 'BatchNorm', 'LayerNorm']
 
 # %% ../nbs/07b_init.ipynb #bb5a4c22
 def init_weights(m:nn.Module, # any module: only convolutions and linear layers are changed
@@ -31,11 +32,31 @@ def conv_layer(ni:int, # input channels
                bias:bool=None, # give the convolution a bias; default: only when there is no `norm` (it brings its own shift)
               )->nn.Sequential:
     "A convolution with padding `ks//2`, then optionally `norm(nf)` and `act()`."
+    ni, nf = check_int(ni, 'conv_layer: ni', 1), check_int(nf, 'conv_layer: nf', 1)
+    ks, stride = check_int(ks, 'conv_layer: ks', 1), check_int(stride, 'conv_layer: stride', 1)
     if bias is None: bias = norm is None
     layers = [nn.Conv2d(ni, nf, ks, stride=stride, padding=ks//2, bias=bias)]
     if norm is not None: layers.append(norm(nf))
     if act is not None: layers.append(act())
     return nn.Sequential(*layers)
+
+def check_channels(nfs, # the channel counts of a model's layers, e.g. (8, 16, 32)
+                   fn:str, # the model or function that asks, for the messages: 'UNet'
+                   multiple_of:int=1, # each count must be a multiple of this (8 for GroupNorm's 8 groups)
+                   n:int=None, # exactly this many counts (None: any number from 1 up)
+                   name:str='nfs', # the argument's name, for the messages
+                  )->tuple:
+    "`nfs` as a tuple of whole numbers ≥ 1 (each a multiple of `multiple_of`), or one clear error."
+    if not isinstance(nfs, (list, tuple)):
+        raise TypeError(f"{fn}: {name} must be a non-empty list or tuple of channel counts, e.g. (16, 32, 64), "
+                        f"got {type(nfs).__name__} {nfs!r}")
+    if not nfs or (n is not None and len(nfs) != n):
+        want = f"{n} channel counts" if n is not None else "a non-empty list or tuple of channel counts"
+        raise ValueError(f"{fn}: {name} must be {want}, got {tuple(nfs)}")
+    nfs = tuple(check_int(c, f"{fn}: each of {name}", 1) for c in nfs)
+    if bad := [c for c in nfs if c % multiple_of]:
+        raise ValueError(f"{fn}: each of {name} must be a multiple of {multiple_of}, got {bad} in {nfs}")
+    return nfs
 
 def simple_cnn(act=nn.ReLU, # activation class (or `partial`) after each hidden convolution
                nfs:tuple=(8, 16, 32, 64), # channels of the stride-2 hidden layers; four of them take 28x28 images to 2x2
@@ -43,6 +64,7 @@ def simple_cnn(act=nn.ReLU, # activation class (or `partial`) after each hidden 
                n_out:int=10, # number of classes
               )->nn.Sequential: # (B, 1, 28, 28) -> (B, n_out) with four `nfs`
     "The CNN of notebooks 05-06 built from `conv_layer`: stride-2 `conv_layer`s, a last stride-2 conv to `n_out` scores, a flatten."
+    nfs, n_out = check_channels(nfs, 'simple_cnn'), check_int(n_out, 'simple_cnn: n_out', 1)
     layers = [conv_layer(ni, nf, act=act, norm=norm) for ni, nf in zip((1, *nfs[:-1]), nfs)]
     return nn.Sequential(*layers, conv_layer(nfs[-1], n_out, act=None), nn.Flatten())
 
@@ -55,6 +77,8 @@ class GeneralRelu(nn.Module):
                  maxv:float=None, # largest output value; None for no limit
                 ):
         super().__init__()
+        for k, v in dict(leak=leak, sub=sub, maxv=maxv).items():
+            if v is not None: check_number(v, f'GeneralRelu: {k}')
         self.leak, self.sub, self.maxv = leak, sub, maxv
     def forward(self, x:Tensor)->Tensor: # any shape
         x = F.leaky_relu(x, self.leak) if self.leak else F.relu(x)
@@ -108,6 +132,8 @@ class BatchNorm(nn.Module):
                  eps:float=1e-5, # added to the variance before the square root
                 ):
         super().__init__()
+        nf, mom = check_int(nf, 'BatchNorm: nf', 1), check_number(mom, 'BatchNorm: mom', 0, 1)
+        eps = check_number(eps, 'BatchNorm: eps', above=0)
         self.nf, self.mom, self.eps = nf, mom, eps
         self.weight, self.bias = nn.Parameter(torch.ones(nf)), nn.Parameter(torch.zeros(nf))
         self.register_buffer('running_mean', torch.zeros(nf)); self.register_buffer('running_var', torch.ones(nf))
@@ -135,7 +161,7 @@ class LayerNorm(nn.Module):
                  eps:float=1e-5, # added to the variance before the square root
                 ):
         super().__init__()
-        self.eps = eps
+        self.eps = check_number(eps, 'LayerNorm: eps', above=0)
         self.weight, self.bias = nn.Parameter(torch.ones(1)), nn.Parameter(torch.zeros(1))
     def forward(self, x:Tensor)->Tensor: # (B, ...), e.g. (B, C, H, W)
         if x.ndim < 2: raise ValueError(f"LayerNorm: expected a batch (B, ...) with at least one value per item, got shape {tuple(x.shape)}")

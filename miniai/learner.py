@@ -16,6 +16,7 @@ from fastprogress import master_bar, progress_bar
 from fastprogress.fastprogress import NBMasterBar
 from .conv import def_device, to_device
 from .datasets import loader_len
+from .data import shape_of
 
 # %% auto #0
 __all__ = ['CancelFitException', 'CancelEpochException', 'CancelBatchException', 'Callback', 'Learner', 'split_batch', 'TrainCB', 'DeviceCB', 'Metric', 'Mean', 'Accuracy', 'MetricsCB', 'ProgressCB', 'set_seed', 'LRFinderCB', 'lr_find', 'save', 'load', 'autocast_dtype', 'MixedPrecision']
@@ -185,8 +186,6 @@ class Learner:
             self._use(self.cbs)
 
 # %% ../nbs/06_learner.ipynb #b29a1536
-def _shape(o): return tuple(o.shape) if hasattr(o, 'shape') else type(o).__name__
-
 def split_batch(batch, # a batch from a loader: a tuple or list `(input, ..., target, ...)`
                 n_inp:int=None, # how many of its elements are the model's inputs; None: all but the last
                )->tuple: # `(inputs, targets)`, two tuples
@@ -227,15 +226,15 @@ class TrainCB(Callback):
         try: learn.loss = learn.loss_func(preds, *ys)
         except (RuntimeError, IndexError, ValueError) as e:
             if not _is_shape_error(e): raise  # out of memory, a dtype, a bug: as torch said it
-            targ = _shape(ys[0]) if len(ys) == 1 else tuple(_shape(y) for y in ys)
-            raise ValueError(f"the model's output {_shape(preds)} does not fit loss_func "
+            targ = shape_of(ys[0]) if len(ys) == 1 else tuple(shape_of(y) for y in ys)
+            raise ValueError(f"the model's output {shape_of(preds)} does not fit loss_func "
                              f"{_name(learn.loss_func)} with target {targ} ({str(e).splitlines()[0]}); "
                              f"e.g. cross_entropy needs (B, n_classes) scores and (B,) class indices "
                              f"below n_classes") from e
         if getattr(learn.loss, 'ndim', None) != 0:
             loss = learn.loss
-            got = f"shape {_shape(loss)}" if hasattr(loss, 'shape') else f"a {type(loss).__name__}"
-            raise ValueError(f"loss_func {_name(learn.loss_func)} returned {got} for output {_shape(preds)}; "
+            got = f"shape {shape_of(loss)}" if hasattr(loss, 'shape') else f"a {type(loss).__name__}"
+            raise ValueError(f"loss_func {_name(learn.loss_func)} returned {got} for output {shape_of(preds)}; "
                              f"it must return one number, a 0-d tensor (reduce it with a mean)")
     def backward(self, learn): learn.loss.backward()
     def step(self, learn): learn.opt.step()

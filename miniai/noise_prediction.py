@@ -10,7 +10,8 @@ from functools import partial
 import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
-from .data import sized
+from .data import sized, check_int, check_number, shape_of
+from .init import check_channels
 from .datasets import mnist_tensors, mnist_dls
 from .learner import Learner, Callback, DeviceCB, TrainCB, MetricsCB, Accuracy
 from .sgd import Adam
@@ -23,28 +24,6 @@ __all__ = ['corrupt', 'ascend', 'NoisePredictor', 'NoisePredCB', 'train_noise_pr
            'mnist_classifier']
 
 # %% ../nbs/10_noise_prediction.ipynb #5c1d2a7e
-def _shape(o): return tuple(o.shape) if hasattr(o, 'shape') else type(o).__name__
-
-def _int_arg(fn:str, name:str, v, lo:int=None, hi:int=None)->int:
-    "`v` as an int if it is a whole number in `lo..hi` (None: no bound); else one error naming it."
-    want = (f'an integer from {lo} to {hi}' if hi is not None else
-            'an integer' if lo is None else f'an integer ≥ {lo}')
-    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{fn}: {name} must be {want}, got {v!r}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ValueError(f"{fn}: {name} must be {want}, got {v!r}")
-    return int(v)
-
-def _num_arg(fn:str, name:str, v, lo:float, hi:float=math.inf, lo_open:bool=False)->float:
-    "`v` as a float if it is a finite number in [lo, hi] ((lo, hi] if `lo_open`); else one error naming it."
-    want = (f"a number in {'(' if lo_open else '['}{lo}, {hi}]" if hi < math.inf else
-            f"a finite number {'>' if lo_open else '≥'} {lo}")
-    if isinstance(v, bool) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{fn}: {name} must be {want}, got {v!r}")
-    if not math.isfinite(v) or v < lo or (lo_open and v == lo) or v > hi:
-        raise ValueError(f"{fn}: {name} must be {want}, got {v!r}")
-    return float(v)
-
 @contextmanager
 def _eval_mode(model:nn.Module):
     "Run the block with `model` in eval mode, then give each submodule back its own mode, whatever happens."
@@ -61,15 +40,15 @@ def corrupt(x0:Tensor, # (B, C, H, W) clean images
            )->tuple: # `(x, eps)`: the mixed images and the noise used
     "Mix images with Gaussian noise: x = (1-a)·x0 + a·ε, one amount per image."
     if not isinstance(x0, Tensor) or x0.ndim < 2:
-        raise TypeError(f"corrupt: x0 must be a (B, C, H, W) tensor of images, got {_shape(x0)}")
+        raise TypeError(f"corrupt: x0 must be a (B, C, H, W) tensor of images, got {shape_of(x0)}")
     if not isinstance(a, Tensor) or a.shape != (len(x0),):
         raise ValueError(f"corrupt: a must be a tensor of one noise amount per image, shape ({len(x0)},), "
-                         f"got {_shape(a)}")
+                         f"got {shape_of(a)}")
     if not ((a >= 0) & (a <= 1)).all():
         raise ValueError(f"corrupt: the noise amounts a must be in [0, 1], got {a.min()} to {a.max()}")
     if eps is None: eps = torch.randn_like(x0)
     elif not isinstance(eps, Tensor) or eps.shape != x0.shape:
-        raise ValueError(f"corrupt: eps must have the images' shape {tuple(x0.shape)}, got {_shape(eps)}")
+        raise ValueError(f"corrupt: eps must have the images' shape {tuple(x0.shape)}, got {shape_of(eps)}")
     a = a.view(-1, *[1]*(x0.ndim-1))  # (B, 1, 1, 1)
     return (1 - a) * x0 + a * eps, eps
 
@@ -83,17 +62,17 @@ def ascend(f, # maps images (B, C, H, W) to scores (B,)
     "Gradient ascent on the pixels: x ← x + lr·∂f/∂x, repeated; the weights of `f` stay unchanged."
     if not callable(f): raise TypeError(f"ascend: f must map images to scores, got {type(f).__name__}")
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"ascend: x must be a float tensor of images, got {_shape(x)}")
-    lr = _num_arg('ascend', 'lr', lr, 0, lo_open=True)
-    steps = _int_arg('ascend', 'steps', steps, 1)
-    keep = _int_arg('ascend', 'keep', keep, 1, steps)
+        raise TypeError(f"ascend: x must be a float tensor of images, got {shape_of(x)}")
+    lr = check_number(lr, 'ascend: lr', above=0)
+    steps = check_int(steps, 'ascend: steps', 1)
+    keep = check_int(keep, 'ascend: keep', 1, steps)
     x, out = x.detach().clone(), []
     snaps = {j * steps // keep for j in range(keep + 1)}               # the steps to record: 0, ..., steps
     for i in range(steps + 1):
         x.requires_grad_()
         score = f(x)
         if i == 0 and (not isinstance(score, Tensor) or score.shape != (len(x),)):
-            raise ValueError(f"ascend: f must return one score per image, ({len(x)},), got {_shape(score)}")
+            raise ValueError(f"ascend: f must return one score per image, ({len(x)},), got {shape_of(score)}")
         if i in snaps: out.append((x.detach().clone(), score.detach()))
         if i == steps: break
         g, = torch.autograd.grad(score.sum(), x)
@@ -110,8 +89,8 @@ class NoisePredictor(nn.Module):
                  n_classes:int=10, # size of the one-hot label (0: no label input)
                 ):
         super().__init__()
-        c1, c2, c3 = nfs
-        self.n_classes = n_classes
+        c1, c2, c3 = check_channels(nfs, 'NoisePredictor', multiple_of=8, n=3)   # GroupNorm(8, c) needs multiples of 8
+        self.n_classes = n_classes = check_int(n_classes, 'NoisePredictor: n_classes', 0)
         self.down1, self.down2 = nn.Sequential(_block(1, c1), _block(c1, c1)), nn.Sequential(_block(c1, c2), _block(c2, c2))
         self.mid = nn.Sequential(_block(c2, c3), _block(c3, c2))
         self.up2, self.up1 = nn.Sequential(_block(2*c2, c2), _block(c2, c1)), nn.Sequential(_block(2*c1, c1), _block(c1, c1))
@@ -119,10 +98,19 @@ class NoisePredictor(nn.Module):
         self.embs = nn.ModuleList([nn.Linear(n_classes, c) for c in (c1, c2, c2)]) if n_classes else None
 
     def forward(self, x:Tensor, label:Tensor=None)->Tensor: # (B, 1, 28, 28), (B, n_classes) one-hot -> (B, 1, 28, 28)
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"NoisePredictor: x must be a float tensor of digits (B, 1, 28, 28), got "
+                            f"{getattr(x, 'dtype', type(x).__name__)}")
+        if label is not None and not isinstance(label, Tensor):
+            raise TypeError(f"NoisePredictor: label must be a float one-hot tensor (B, {self.n_classes}), e.g. "
+                            f"F.one_hot(y, {self.n_classes}).float(), got {type(label).__name__}")
         if x.ndim != 4 or x.shape[1:] != (1, 28, 28): raise ValueError(f"NoisePredictor: expected (B, 1, 28, 28) digits, got {tuple(x.shape)}")
         if label is None: label = x.new_zeros(len(x), self.n_classes)
         if self.n_classes and label.shape != (len(x), self.n_classes):
             raise ValueError(f"NoisePredictor: expected one-hot labels ({len(x)}, {self.n_classes}), got {tuple(label.shape)}")
+        if self.n_classes and not label.is_floating_point():
+            raise TypeError(f"NoisePredictor: label must be a float one-hot tensor, e.g. "
+                            f"F.one_hot(y, {self.n_classes}).float(), got {label.dtype}")
         e = [m(label)[:, :, None, None] for m in self.embs] if self.n_classes else [0, 0, 0]  # each (B, c, 1, 1)
         h1 = self.down1(x) + e[0]                                   # (B, c1, 28, 28)
         h2 = self.down2(F.avg_pool2d(h1, 2)) + e[1]                 # (B, c2, 14, 14)
@@ -139,8 +127,8 @@ class NoisePredCB(Callback):
                  p_drop:float=0.1, # fraction of labels replaced by zeros ("any digit")
                  n_classes:int=10, # number of classes
                 ):
-        self.p_drop = _num_arg('NoisePredCB', 'p_drop', p_drop, 0, 1)
-        self.n_classes = _int_arg('NoisePredCB', 'n_classes', n_classes, 1)
+        self.p_drop = check_number(p_drop, 'NoisePredCB: p_drop', lo=0, hi=1)
+        self.n_classes = check_int(n_classes, 'NoisePredCB: n_classes', 1)
     def before_batch(self, learn):
         x0, y = learn.batch
         a = torch.rand(len(x0), device=x0.device)                      # (B,) noise amounts
@@ -157,7 +145,7 @@ def train_noise_predictor(epochs:int=None, # passes over the 4,000 training digi
                           retrain:bool=False, # train even if the model cache has this model
                          )->tuple: # `(model, record)`
     "A label-aware `NoisePredictor` trained on the MNIST subset: 1cycle, mixed precision (or from the cache)."
-    epochs = sized(25, 2) if epochs is None else _int_arg('train_noise_predictor', 'epochs', epochs, 1)
+    epochs = sized(25, 2) if epochs is None else check_int(epochs, 'train_noise_predictor: epochs', 1)
     recipe = {'net': recipe_of(NoisePredictor), 'noise': recipe_of(NoisePredCB),
               **recipe_of(train_noise_predictor, epochs=epochs, bs=bs, lr=lr, seed=seed)}
     def train(model):
@@ -174,7 +162,7 @@ def _one_hot(fn, labels, n, model):
     if (not isinstance(labels, Tensor) or labels.shape != (n,) or labels.is_floating_point()
         or labels.dtype == torch.bool):
         raise ValueError(f"{fn}: labels must be an integer tensor of one digit per image, shape ({n},), "
-                         f"got {_shape(labels)}")
+                         f"got {shape_of(labels)}")
     if not (0 <= labels.min() and labels.max() < k):
         raise ValueError(f"{fn}: labels must be in 0..{k-1}, got {labels.min()}..{labels.max()}")
     return F.one_hot(labels.long(), k).float()
@@ -190,8 +178,9 @@ def denoise_iteratively(model:nn.Module, # a `NoisePredictor`
                        ):
     "From pure noise, repeat x ← x - C·predicted_noise(x); at the end remove all the noise predicted last."
     fn = 'denoise_iteratively'
-    n, steps, seed = _int_arg(fn, 'n', n, 1), _int_arg(fn, 'steps', steps, 0), _int_arg(fn, 'seed', seed)
-    C, keep = _num_arg(fn, 'C', C, 0, 1, lo_open=True), _int_arg(fn, 'keep', keep, 0, steps)
+    n, steps = check_int(n, f'{fn}: n', 1), check_int(steps, f'{fn}: steps', 0)
+    seed = check_int(seed, f'{fn}: seed')
+    C, keep = check_number(C, f'{fn}: C', above=0, hi=1), check_int(keep, f'{fn}: keep', 0, steps)
     if not isinstance(model, nn.Module):
         raise TypeError(f"{fn}: model must be a torch module (a NoisePredictor), got {type(model).__name__}")
     onehot = None if labels is None else _one_hot(fn, labels, n, model)
@@ -215,7 +204,7 @@ def mnist_classifier(epochs:int=None, # training epochs (default 10; quick mode 
                      retrain:bool=False, # train even if cached
                     )->tuple: # `(model, record)`: the model maps (B, 1, 28, 28) digits in [-1, 1] to (B, 10) scores
     "A ResNet digit classifier trained on the 4,000 MNIST training digits (from the cache if there)."
-    epochs = sized(10, 1) if epochs is None else _int_arg('mnist_classifier', 'epochs', epochs, 1)
+    epochs = sized(10, 1) if epochs is None else check_int(epochs, 'mnist_classifier: epochs', 1)
     recipe = {'net': recipe_of(resnet, (16, 32, 64, 128)),
               **recipe_of(mnist_classifier, epochs=epochs, bs=bs, lr=lr, wd=wd, seed=seed)}
     def train(model):

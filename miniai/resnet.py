@@ -11,7 +11,8 @@ from torch import nn, Tensor
 import torch.nn.functional as F
 from .conv import to_device
 from .learner import split_batch
-from .init import conv_layer
+from .init import conv_layer, check_channels
+from .data import shape_of
 
 # %% auto #0
 __all__ = ['ResBlock', 'resnet', 'Summary', 'summary', 'flip_batch', 'crop_batch', 'erase_batch', 'predict', 'accuracy_of']
@@ -48,9 +49,7 @@ def resnet(nfs:tuple=(16, 32, 64, 128, 256), # channels: the stem's, then one st
            n_full:int=0, # stride-1 ResBlocks at the full input resolution, between the stem and the first stride-2 block
           )->nn.Sequential:
     "A ResNet for small images: a 5×5 stem, stride-2 residual blocks, average pooling, a linear head."
-    if not isinstance(nfs, (list, tuple)) or not nfs:
-        raise ValueError(f"resnet: nfs must be a non-empty list of channel counts, got {nfs!r}")
-    nfs = [_whole('resnet: each of nfs', n) for n in nfs]
+    nfs = check_channels(nfs, 'resnet')
     n_out, n_in = _whole('resnet: n_out', n_out), _whole('resnet: n_in', n_in)
     n_full = _whole('resnet: n_full', n_full, lo=0)
     full = [ResBlock(nfs[0], nfs[0]) for _ in range(n_full)]
@@ -105,10 +104,8 @@ def summary(model:nn.Module, # model whose top-level children become rows
 # %% ../nbs/09_resnet_augment.ipynb #fa01a5bb
 def _images(name:str, x)->Tensor:
     if not isinstance(x, Tensor) or x.ndim != 4:
-        raise ValueError(f"{name}: expected a batch of images (B, C, H, W), got {_shape(x)}")
+        raise ValueError(f"{name}: expected a batch of images (B, C, H, W), got {shape_of(x)}")
     return x
-
-def _shape(x): return tuple(x.shape) if hasattr(x, 'shape') else type(x).__name__
 
 def _prob(name:str, p)->float:
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p <= 1:
@@ -188,6 +185,6 @@ def accuracy_of(probs:Tensor, # (N, n_classes) probabilities or scores
     "The fraction of items whose top probability is at their class, e.g. `accuracy_of(*predict(model, dl))`."
     if probs.ndim != 2 or targs.shape != probs.shape[:1]:
         raise ValueError(f"accuracy_of: expected probabilities (N, n_classes) and targets (N,), got "
-                         f"{_shape(probs)} and {_shape(targs)}")
+                         f"{shape_of(probs)} and {shape_of(targs)}")
     if len(targs) == 0: raise ValueError("accuracy_of: no items to score")
     return (probs.argmax(dim=1) == targs).float().mean().item()

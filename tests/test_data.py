@@ -2,10 +2,10 @@ import gzip, http.server, importlib.util, os, shutil, threading
 from functools import partial
 from pathlib import Path
 
-import pytest, torch
+import numpy as np, pytest, torch
 from miniai.data import (DataError, FASHION_APT_DIR, FASHION_FILES, cache_dir, check_fashion_file, check_int,
                          check_number, download_fashion_mnist, fashion_mnist_dir, is_quick, load_fashion_mnist,
-                         load_mnist, read_gz, read_idx, sized)
+                         load_mnist, read_gz, read_idx, shape_of, sized)
 
 
 @pytest.mark.parametrize('value,quick', [('', False), ('0', False), ('no', False), ('1', True), ('TRUE', True)])
@@ -340,6 +340,19 @@ def test_check_int_and_check_number():
     with pytest.raises(ValueError, match=r'budget must be a number > 0'): check_number(0, 'budget', above=0)
     for bad in (True, '0.1', None, 1j, torch.ones(2)):
         with pytest.raises(TypeError, match='lr must be a number'): check_number(bad, 'lr')
+    # open ends: (0, 1), (0, 1], < 1
+    for bad in (0, 1, -0.5, 1.5):
+        with pytest.raises(ValueError, match=r'beta must be a number in \(0, 1\), got'):
+            check_number(bad, 'beta', above=0, below=1)
+    assert check_number(1, 'C', above=0, hi=1) == 1.0
+    with pytest.raises(ValueError, match=r'C must be a number in \(0, 1\]'): check_number(0, 'C', above=0, hi=1)
+    with pytest.raises(ValueError, match=r'p must be a number < 1, got 1.0'): check_number(1, 'p', below=1)
+    with pytest.raises(ValueError, match=r'p must be a number from 0 to 1, got 2.0'): check_number(2, 'p', lo=0, hi=1)
+
+
+def test_shape_of():
+    assert shape_of(torch.zeros(2, 3)) == (2, 3) and shape_of(np.zeros(4)) == (4,)
+    assert shape_of([1, 2]) == 'list' and shape_of(None) == 'NoneType'
 
 
 def test_bad_quick_value_fails_at_call_time(monkeypatch):

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import miniai.ddpm
 from miniai.ddpm import (pretrained_ddpm, NoiseSchedule, noisify, ddpm_step, timesteps, diffusion_sample,
                          UNet, load_unet, timestep_embedding, DDPMCB, SampleCB, check_step, diffusion_dls,
-                         ddpm_recipe, train_ddpm)
+                         ddpm_recipe, train_ddpm, EmbResBlock)
 from miniai.sgd import EMACB
 from miniai.data import DataError
 from miniai.checkpoint import save_atomic
@@ -336,7 +336,7 @@ def test_noisify_rejects_bad_time_steps():
             noisify(x0, sched, t)
 
 @pytest.mark.parametrize('make, match', [
-    (lambda: NoiseSchedule.linear(T=0), 'T must be an integer ≥ 1'),
+    (lambda: NoiseSchedule.linear(T=0), 'T must be an integer >= 1'),
     (lambda: NoiseSchedule.cosine(T=10.), 'T must be'),
     (lambda: NoiseSchedule.linear(beta_start=0.), r'beta_start must be a number in \(0, 1\)'),
     (lambda: NoiseSchedule.linear(beta_end=1.), 'beta_end must be'),
@@ -371,7 +371,7 @@ def sample(m, sched, **kwargs):
     (dict(steps=0), r'steps must be an integer from 1 to 20'), (dict(steps=21), 'steps must be'),
     (dict(steps=2.), 'steps must be'), (dict(keep=6, steps=5), r'keep must be an integer from 0 to 5'),
     (dict(keep=21), 'keep must be'), (dict(keep=-1), 'keep must be'),
-    (dict(n=0), 'n must be an integer ≥ 1'), (dict(n=-3), 'n must be'), (dict(bs=0), 'bs must be'),
+    (dict(n=0), 'n must be an integer >= 1'), (dict(n=-3), 'n must be'), (dict(bs=0), 'bs must be'),
     (dict(size=(1, 16)), r'size must be \(C, H, W\)'), (dict(size=(1, -16, 16)), 'size must be'),
     (dict(size=16), 'size must be'), (dict(clip=0.), 'clip must be'), (dict(clip=-1.), 'clip must be'),
     (dict(seed=1.5), 'seed must be'), (dict(step_fn=None), 'step_fn must be'),
@@ -415,7 +415,7 @@ def test_sample_cb_restores_the_mode_and_checks_args(tiny, monkeypatch):
         with pytest.raises(BAD): SampleCB(sched, **kw)
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(bs=0), 'bs must be an integer ≥ 1'), (dict(bs=-5), 'bs must be'),
+    (dict(bs=0), 'bs must be an integer >= 1'), (dict(bs=-5), 'bs must be'),
     (dict(n_train=0), r'n_train must be an integer from 1 to 60000'), (dict(n_train=-10), 'n_train must be'),
     (dict(n_train=60_001), 'n_train must be'), (dict(n_valid=0), 'n_valid must be'),
     (dict(n_valid=10_001), 'n_valid must be'), (dict(n_train=10.), 'n_train must be'),
@@ -472,3 +472,29 @@ def test_ddpm_cb_bad_arguments():
     for args, kw in (((sched,), dict(min_snr=0.)), ((sched,), dict(min_snr=-5.)), ((sched,), dict(valid_seed=0.5)),
                      (('cosine',), {})):
         with pytest.raises(BAD, match='DDPMCB'): DDPMCB(*args, **kw)
+
+
+@pytest.mark.parametrize('make,exc,match', [
+    (lambda: UNet(nfs=()), ValueError, 'UNet: nfs must be a non-empty list'),
+    (lambda: UNet(nfs=16), TypeError, 'UNet: nfs must be a non-empty list or tuple of channel counts'),
+    (lambda: UNet(nfs=(12, 24)), ValueError, r'UNet: each of nfs must be a multiple of 8, got \[12\]'),
+    (lambda: UNet(nfs=(16, 0)), ValueError, 'UNet: each of nfs must be an integer >= 1'),
+    (lambda: UNet(n_in=0), ValueError, 'UNet: n_in must be an integer >= 1'),
+    (lambda: UNet(n_out=1.5), TypeError, 'UNet: n_out must be an integer'),
+    (lambda: UNet(n_blocks=0), ValueError, 'UNet: n_blocks must be an integer >= 1'),
+    (lambda: UNet(use_t=1), TypeError, 'UNet: use_t must be True or False'),
+    (lambda: EmbResBlock(0, 8, 0), ValueError, 'EmbResBlock: ni must be'),
+    (lambda: EmbResBlock(8, 8, -1), ValueError, 'EmbResBlock: n_emb must be an integer >= 0'),
+    (lambda: EmbResBlock(12, 16, 0), ValueError, 'EmbResBlock: ni=12 must be a multiple of groups=8'),
+])
+def test_unet_settings_are_checked(make, exc, match):
+    with pytest.raises(exc, match=match): make()
+
+
+def test_unet_inputs_are_checked():
+    m, t = UNet(nfs=(8, 16)), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(TypeError, match='UNet: x must be a float tensor of images'): m([[0.]], t)
+    with pytest.raises(TypeError, match='got torch.uint8'): m(torch.zeros(2, 1, 8, 8, dtype=torch.uint8), t)
+    with pytest.raises(TypeError, match=r'UNet: t must be a \(B,\) tensor of time steps'): m(torch.zeros(2, 1, 8, 8), 5)
+    with pytest.raises(ValueError, match='one time step per image'): m(torch.zeros(2, 1, 8, 8), torch.zeros(3))
+    assert m(torch.zeros(2, 1, 8, 8), t).shape == (2, 1, 8, 8)

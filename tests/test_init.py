@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.testing import assert_close
 
-from miniai.init import BatchNorm, GeneralRelu, LayerNorm, conv_layer, init_weights, lsuv_init, simple_cnn
+from miniai.init import BatchNorm, GeneralRelu, LayerNorm, check_channels, conv_layer, init_weights, lsuv_init, simple_cnn
 
 
 def n_hooks(model): return sum(len(m._forward_hooks) for m in model.modules())
@@ -191,3 +191,20 @@ def test_lsuv_warns_when_it_cannot_converge_and_errors_without_activations():
         lsuv_init(simple_cnn(), torch.randn(4, 1, 28, 28))
     with pytest.raises(ValueError, match='no layer with a weight and a bias comes before ReLU'):
         lsuv_init(nn.Sequential(nn.ReLU(), nn.Linear(3, 3)), torch.randn(4, 3), acts=nn.ReLU)
+
+
+def test_layer_settings_are_checked():
+    assert check_channels([8, 16], 'f') == (8, 16) and check_channels((16,), 'f', multiple_of=8, n=1) == (16,)
+    with pytest.raises(TypeError, match='f: nfs must be a non-empty list or tuple'): check_channels(8, 'f')
+    with pytest.raises(ValueError, match=r'f: nfs must be 2 channel counts, got \(8,\)'): check_channels((8,), 'f', n=2)
+    with pytest.raises(TypeError, match='f: each of nfs must be an integer'): check_channels((8, 2.5), 'f')
+    with pytest.raises(ValueError, match=r'f: each of widths must be a multiple of 4, got \[6\]'):
+        check_channels((4, 6), 'f', multiple_of=4, name='widths')
+    with pytest.raises(ValueError, match='conv_layer: ni must be an integer >= 1'): conv_layer(0, 8)
+    with pytest.raises(ValueError, match='conv_layer: ks must be'): conv_layer(1, 8, ks=0)
+    with pytest.raises(ValueError, match='simple_cnn: nfs must be a non-empty'): simple_cnn(nfs=())
+    with pytest.raises(ValueError, match='simple_cnn: n_out must be'): simple_cnn(n_out=0)
+    with pytest.raises(TypeError, match='GeneralRelu: leak must be a number'): GeneralRelu(leak='0.1')
+    with pytest.raises(ValueError, match='BatchNorm: nf must be an integer >= 1'): BatchNorm(0)
+    with pytest.raises(ValueError, match='BatchNorm: mom must be a number from 0 to 1'): BatchNorm(8, mom=2)
+    with pytest.raises(ValueError, match='LayerNorm: eps must be a number > 0'): LayerNorm(eps=0)

@@ -79,7 +79,7 @@ def test_denoise_iteratively_keeps_what_it_is_asked(steps, keep):
     assert max(gaps) - min(gaps) <= 1
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(n=0), 'n must be an integer ≥ 1'), (dict(n=-2), 'n must be'), (dict(n=2.5), 'n must be'),
+    (dict(n=0), 'n must be an integer >= 1'), (dict(n=-2), 'n must be'), (dict(n=2.5), 'n must be'),
     (dict(steps=-1), 'steps must be'), (dict(C=1.5), 'C must be'), (dict(C=float('nan')), 'C must be'),
     (dict(keep=6, steps=5), r'keep must be an integer from 0 to 5'), (dict(keep=-1), 'keep must be'),
     (dict(seed=1.5), 'seed must be an integer'),
@@ -128,7 +128,7 @@ def test_ascend_returns_keep_plus_one_snapshots(steps, keep):
     assert at[0] == 0 and at[-1] == steps and at == sorted(set(at))
 
 @pytest.mark.parametrize('kwargs, match', [
-    (dict(steps=0), 'steps must be an integer ≥ 1'), (dict(keep=0), 'keep must be an integer from 1 to 20'),
+    (dict(steps=0), 'steps must be an integer >= 1'), (dict(keep=0), 'keep must be an integer from 1 to 20'),
     (dict(keep=21), 'keep must be'), (dict(lr=0.), 'lr must be'), (dict(lr=float('inf')), 'lr must be'),
     (dict(lr='1'), 'lr must be'),
 ])
@@ -179,7 +179,7 @@ def test_recipes_hold_every_setting(recipes):
 @pytest.mark.parametrize('f', [train_noise_predictor, mnist_classifier])
 @pytest.mark.parametrize('epochs', [0, -1, 2.5, '3'])
 def test_bad_epochs(recipes, f, epochs):
-    with pytest.raises(BAD, match='epochs must be an integer ≥ 1'): f(epochs=epochs)
+    with pytest.raises(BAD, match='epochs must be an integer >= 1'): f(epochs=epochs)
     assert not recipes
 
 def test_import_with_a_bad_quick_value():
@@ -207,3 +207,17 @@ def test_train_noise_predictor_trains_and_caches(tmp_path, monkeypatch):
     assert same(m1, m3)
     train_noise_predictor(epochs=1, bs=32, lr=1e-3)                      # another setting: another model
     assert len(list((tmp_path / 'models').glob('noise_predictor-*.pth'))) == 2
+
+
+def test_noise_predictor_settings_and_inputs_are_checked():
+    with pytest.raises(ValueError, match=r'NoisePredictor: nfs must be 3 channel counts, got \(32, 64\)'):
+        NoisePredictor(nfs=(32, 64))
+    with pytest.raises(ValueError, match='each of nfs must be a multiple of 8'): NoisePredictor(nfs=(8, 12, 16))
+    with pytest.raises(TypeError, match='nfs must be a non-empty list or tuple'): NoisePredictor(nfs=None)
+    with pytest.raises(ValueError, match='n_classes must be an integer >= 0'): NoisePredictor(n_classes=-1)
+    m = NoisePredictor(nfs=(8, 8, 8))
+    with pytest.raises(TypeError, match='x must be a float tensor of digits'): m(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    with pytest.raises(TypeError, match=r'label must be a float one-hot tensor.*F.one_hot'):
+        m(torch.zeros(2, 1, 28, 28), torch.eye(10, dtype=torch.long)[:2])
+    with pytest.raises(TypeError, match='label must be a float one-hot tensor'): m(torch.zeros(2, 1, 28, 28), [[1] * 10] * 2)
+    assert m(torch.zeros(2, 1, 28, 28), torch.eye(10)[:2]).shape == (2, 1, 28, 28)
