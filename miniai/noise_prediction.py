@@ -4,7 +4,6 @@
 
 # %% ../nbs/10_noise_prediction.ipynb #0e65d823
 from __future__ import annotations
-import math, numbers
 from contextlib import contextmanager
 from functools import partial
 import torch
