@@ -51,6 +51,15 @@ def save_checkpoint(path:Path, # file to write, e.g. `cache_dir('models')/'cnn.p
                     record:dict=None, # what made the weights: settings, metrics, minutes (plain values and tensors)
                    )->Path:
     "Write the one miniai checkpoint: `{'model': state_dict, 'opt': ..., 'record': ...}`, atomically."
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise TypeError(f"save_checkpoint: path must be a file name (a str or Path), got {type(path).__name__}")
+    if not (isinstance(model, nn.Module) or isinstance(model, dict) and all(isinstance(v, torch.Tensor) for v in model.values())):
+        raise TypeError(f"save_checkpoint: model must be an nn.Module or its state_dict (a dict of tensors), "
+                        f"got {type(model).__name__}")
+    if opt is not None and not callable(getattr(opt, 'state_dict', None)):
+        raise TypeError(f"save_checkpoint: opt must be an optimizer (with a state_dict), got {type(opt).__name__}")
+    if record is not None and not isinstance(record, dict):
+        raise TypeError(f"save_checkpoint: record must be a dict, got {type(record).__name__}")
     state = {'model': model.state_dict() if isinstance(model, nn.Module) else model}
     if opt is not None: state['opt'] = opt.state_dict()
     if record is not None: state['record'] = _plain(record)

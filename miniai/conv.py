@@ -8,6 +8,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 import torch.utils.data
+from .data import check_int, check_tensor
 
 # %% auto #0
 __all__ = ['def_device', 'conv2d_loops', 'conv_out_size', 'im2col', 'conv2d_im2col', 'conv', 'to_device', 'collate_device']
@@ -17,6 +18,7 @@ def conv2d_loops(img:Tensor, # (H, W) a single-channel image
                  kernel:Tensor, # (kh, kw) weights
                 )->Tensor: # (H-kh+1, W-kw+1)
     "Convolution (no padding, stride 1) of one channel with one kernel, one output pixel per loop step: for teaching."
+    check_tensor(img, 'conv2d_loops: img'); check_tensor(kernel, 'conv2d_loops: kernel')
     if img.ndim != 2 or kernel.ndim != 2:
         raise ValueError(f"conv2d_loops: expected a 2-d image (H, W) and a 2-d kernel (kh, kw), got {tuple(img.shape)} and {tuple(kernel.shape)}")
     (H, W), (kh, kw) = img.shape, kernel.shape
@@ -36,18 +38,16 @@ def conv_out_size(n:int, # input size along one dimension (height or width)
     "Number of window positions along one dimension: `(n + 2*padding - ks) // stride + 1`."
     return (n + 2*padding - ks)//stride + 1
 
-def _check_int(name, fn, v, lo):
-    if not isinstance(v, int) or v < lo: raise ValueError(f"{fn}: {name} must be an integer >= {lo}, got {v!r}")
-
 def im2col(x:Tensor, # (B, C, H, W) a batch of images
            ks:int, # kernel size (square kernels)
            stride:int=1, # step between windows
            padding:int=0, # zeros added on each side
           )->Tensor: # (B, C*ks*ks, L): one column per window position, L = oh*ow; the layout of `F.unfold`
     "Unfold every `ks`x`ks` window of `x` into a column, so that a convolution becomes a matrix product."
+    check_tensor(x, 'im2col: x', shape='(B, C, H, W)')
     if x.ndim != 4: raise ValueError(f"im2col: expected a batch of images (B, C, H, W), got shape {tuple(x.shape)}; "
                                      "add the missing dimensions, e.g. img[None, None] for one (H, W) image")
-    for name, v, lo in (('ks', ks, 1), ('stride', stride, 1), ('padding', padding, 0)): _check_int(name, 'im2col', v, lo)
+    for name, v, lo in (('ks', ks, 1), ('stride', stride, 1), ('padding', padding, 0)): check_int(v, f'im2col: {name}', lo)
     B, C, H, W = x.shape
     oh, ow = conv_out_size(H, ks, stride, padding), conv_out_size(W, ks, stride, padding)
     if oh < 1 or ow < 1: raise ValueError(f"im2col: a {ks}x{ks} kernel does not fit in a {H}x{W} image with padding {padding}")
@@ -67,6 +67,8 @@ def conv2d_im2col(x:Tensor, # (B, Cin, H, W) a batch of images
                   padding:int=0, # zeros added on each side
                  )->Tensor: # (B, Cout, oh, ow)
     "2-d convolution as in `F.conv2d`, computed as im2col followed by one matrix product."
+    check_tensor(x, 'conv2d_im2col: x', shape='(B, Cin, H, W)'); check_tensor(weight, 'conv2d_im2col: weight')
+    if bias is not None: check_tensor(bias, 'conv2d_im2col: bias', 1, '(Cout,)')
     if x.ndim != 4: raise ValueError(f"conv2d_im2col: x must be a batch of images (B, Cin, H, W), got shape {tuple(x.shape)}")
     if weight.ndim != 4 or weight.shape[2] != weight.shape[3]:
         raise ValueError(f"conv2d_im2col: weight must be (Cout, Cin, k, k) with a square kernel, got shape {tuple(weight.shape)}")
@@ -87,6 +89,8 @@ def conv(ni:int, # input channels
          act:bool=True, # add a ReLU after the convolution
         )->nn.Sequential:
     "A convolution layer with padding `ks//2` (so only `stride` changes the size), followed by a ReLU if `act`."
+    ni, nf = check_int(ni, 'conv: ni', 1), check_int(nf, 'conv: nf', 1)
+    ks, stride = check_int(ks, 'conv: ks', 1), check_int(stride, 'conv: stride', 1)
     layers = [nn.Conv2d(ni, nf, ks, stride=stride, padding=ks//2)]
     if act: layers.append(nn.ReLU())
     return nn.Sequential(*layers)
@@ -107,4 +111,7 @@ def to_device(x, # a tensor, a module, or a (nested) list, tuple or dict of them
 def collate_device(b:list, # items from a per-item dataset
                   ): # the batch, on `def_device`
     "torch's `default_collate`, then `to_device`: a `collate_fn` that hands out batches already on the device."
+    if not isinstance(b, (list, tuple)) or len(b) == 0:
+        raise TypeError(f"collate_device: b must be a non-empty list of dataset items (what a DataLoader passes its "
+                        f"collate_fn), got {type(b).__name__} of length {len(b) if hasattr(b, '__len__') else '?'}")
     return to_device(torch.utils.data.default_collate(b))

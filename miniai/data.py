@@ -12,8 +12,8 @@ import torch
 # %% auto #0
 __all__ = ['QUICK_VAR', 'CACHE_VAR', 'MNIST_MD5', 'MNIST_PACKAGE', 'MNIST_PER_CLASS', 'FASHION_FILES', 'FASHION_CLASSES',
            'FASHION_APT_DIR', 'FASHION_URL', 'is_quick', 'sized', 'DataError', 'cache_dir', 'md5', 'read_gz',
-           'mnist_path', 'shape_of', 'check_int', 'check_number', 'load_mnist', 'read_idx', 'check_fashion_file',
-           'download_fashion_mnist', 'fashion_mnist_dir', 'load_fashion_mnist']
+           'mnist_path', 'shape_of', 'check_int', 'check_number', 'check_tensor', 'check_model', 'load_mnist',
+           'read_idx', 'check_fashion_file', 'download_fashion_mnist', 'fashion_mnist_dir', 'load_fashion_mnist']
 
 # %% ../nbs/00_data.ipynb #e9d3351c
 QUICK_VAR = 'MINIAI_QUICK'
@@ -158,6 +158,27 @@ def check_number(x, # the value to check
         (above is not None and not x > above) or (below is not None and not x < below)):
         raise ValueError(f"{what} must be {_allowed('a number', lo, hi, above, below)}, got {x}")
     return x
+
+def check_tensor(x, # the value to check
+                 what:str, # what it is, for the message: 'im2col: x'
+                 ndim:int|None=None, # the number of dimensions it must have
+                 shape:str='', # its expected shape in words, for the message: '(B, C, H, W)'
+                )->torch.Tensor:
+    "`x` if it is a torch tensor (with `ndim` dimensions), or a `TypeError` (`ValueError`) that says what it is."
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a torch tensor{' ' + shape if shape else ''}, got {type(x).__name__}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{what} must have {ndim} dimension{'s' * (ndim != 1)}{' ' + shape if shape else ''}, "
+                         f"got shape {tuple(x.shape)}")
+    return x
+
+def check_model(m, # the value to check
+                what:str, # what it is, for the message: 'summary: model'
+               )->torch.nn.Module:
+    "`m` if it is a torch `nn.Module`, or a `TypeError` that says what it is instead."
+    if not isinstance(m, torch.nn.Module):
+        raise TypeError(f"{what} must be a model (a torch nn.Module), got {type(m).__name__}")
+    return m
 
 # %% ../nbs/00_data.ipynb #17c35e4e
 def _mnist_fix()->str:

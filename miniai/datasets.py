@@ -41,7 +41,10 @@ def show_image(im, # image: (H, W), (1, H, W) or (3, H, W) tensor or array
                **kwargs, # passed to `ax.imshow`, e.g. `cmap`, `vmin`, `vmax`
               ): # the axes drawn on
     "Show one image in channels-first (torch) or plain (H, W) layout; single-channel images in grey."
-    im = torch.as_tensor(im).detach().cpu()
+    try: im = torch.as_tensor(im).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"show_image: im must be an image, a tensor or array of shape (H, W), (1, H, W) or (3, H, W), "
+                        f"got {type(im).__name__}") from None
     if im.ndim == 3 and im.shape[0] in (1, 3): im = im.permute(1, 2, 0)  # (C, H, W) -> (H, W, C)
     elif im.ndim != 2: raise ValueError(f"show_image: expected an image of shape (H, W), (1, H, W) or (3, H, W), got {tuple(im.shape)}")
     if im.ndim == 3 and im.shape[-1] == 1: im = im[..., 0]                # (H, W, 1) -> (H, W)

@@ -122,6 +122,8 @@ def diffusion_dls(bs:int=128, # training batch size
 def to_pixels(x:Tensor, # (B, 1, 32, 32) model-space images, about [-1, 1]
              )->Tensor: # (B, 1, 28, 28) in [0, 1]
     "Back from model space: remove the padding and map [-1, 1] to [0, 1] (clamped)."
+    if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[-1] < 5 or x.shape[-2] < 5:
+        raise ValueError(f"to_pixels: x must be a tensor of padded images (..., 32, 32), got {shape_of(x)}")
     return ((x[..., 2:-2, 2:-2] + 1) / 2).clamp(0, 1)
 
 # %% ../nbs/11_ddpm.ipynb #acc7ac95

@@ -9,7 +9,7 @@ import torch
 from torch import nn, Tensor
 import torch.nn.functional as F
 from .activations import Hook
-from .data import check_int, check_number
+from .data import check_int, check_number, check_model, check_tensor
 
 # %% auto #0
 __all__ = ['init_weights', 'conv_layer', 'check_channels', 'simple_cnn', 'GeneralRelu', 'lsuv_init', 'BatchNorm', 'LayerNorm']
@@ -97,6 +97,7 @@ def lsuv_init(model:nn.Module, # changed in place
               max_iter:int=50, # at most this many adjustments per layer (a warning says when it was not enough)
              )->list: # one dict per activation: layer, iters, mean, std after the adjustment
     "LSUV init: for each `acts` module in order, rescale the weights and shift the bias of the layer before it until its output on `xb` has mean 0, std 1."
+    check_model(model, 'lsuv_init: model'); check_tensor(xb, 'lsuv_init: xb')
     pairs, last = [], None
     for m in model.modules():  # registration order: the order the layers run in, for nn.Sequential models
         if isinstance(m, acts):

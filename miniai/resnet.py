@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from .conv import to_device
 from .learner import split_batch
 from .init import conv_layer, check_channels
-from .data import shape_of
+from .data import shape_of, check_model, check_tensor
 
 # %% auto #0
 __all__ = ['ResBlock', 'resnet', 'Summary', 'summary', 'flip_batch', 'crop_batch', 'erase_batch', 'predict', 'accuracy_of']
@@ -82,6 +82,7 @@ def summary(model:nn.Module, # model whose top-level children become rows
             xb:Tensor, # an input batch (a few images are enough)
            )->Summary: # rows: name, output shape, parameters, MFLOPs per image (1 multiply-add = 2 FLOPs)
     "Parameters and FLOPs per top-level layer, from one forward pass that changes nothing in the model."
+    check_model(model, 'summary: model'); check_tensor(xb, 'summary: xb')
     macs, hooks, rows = {}, [], Summary()
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -160,6 +161,7 @@ def predict(model:torch.nn.Module, # trained model
             n_inp:int=None, # inputs at the start of each batch, as for `TrainCB`; None: all but the last
            )->tuple: # (probabilities (N, n_classes), targets (N,))
     "Class probabilities of `model` over `dl`, in eval mode and without gradients, optionally with flip TTA."
+    check_model(model, 'predict: model')
     modes = [(m, m.training) for m in model.modules()]
     p0 = next(model.parameters(), None)
     dev = p0.device if p0 is not None else torch.device('cpu')
@@ -183,6 +185,7 @@ def accuracy_of(probs:Tensor, # (N, n_classes) probabilities or scores
                 targs:Tensor, # (N,) class indices
                )->float: # the fraction of the N items classified right
     "The fraction of items whose top probability is at their class, e.g. `accuracy_of(*predict(model, dl))`."
+    check_tensor(probs, 'accuracy_of: probs'); check_tensor(targs, 'accuracy_of: targs')
     if probs.ndim != 2 or targs.shape != probs.shape[:1]:
         raise ValueError(f"accuracy_of: expected probabilities (N, n_classes) and targets (N,), got "
                          f"{shape_of(probs)} and {shape_of(targs)}")

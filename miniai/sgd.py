@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
 from .datasets import loader_len
+from .data import check_int, check_number
 from .learner import Callback, Learner, MetricsCB
 
 # %% auto #0
@@ -183,14 +184,21 @@ class EpochSchedCB(BaseSchedCB):
 # %% ../nbs/08_optimizers.ipynb #3e6ecb20
 _MOM_KEYS = ('mom', 'beta1', 'momentum', 'betas')
 
+def _check_group(fn, group):
+    if not isinstance(group, dict):
+        raise TypeError(f"{fn}: group must be a parameter group of an optimizer (a dict, one of opt.param_groups), "
+                        f"got {type(group).__name__}")
+
 def get_mom(group:dict)->float:
     "The momentum of a parameter group (`mom`, `beta1`, torch's `momentum` or `betas[0]`); NaN if it has none."
+    _check_group('get_mom', group)
     k = next((k for k in _MOM_KEYS if k in group), None)
     if k is None: return float('nan')
     return group[k][0] if k == 'betas' else group[k]
 
 def set_mom(group:dict, v:float):
     "Set the momentum of a parameter group, under whichever name its optimizer uses."
+    _check_group('set_mom', group)
     k = next((k for k in _MOM_KEYS if k in group), None)
     if k is None:
         raise ValueError(f"this parameter group has no momentum (none of {', '.join(_MOM_KEYS)}): its keys "
@@ -257,6 +265,8 @@ def one_cycle(i:int, # step number: 0 for the first batch
               moms:tuple=(0.95, 0.85, 0.95), # momentum at the start, at the peak and at the end
              )->tuple: # (lr, mom) for step `i`
     "The 1cycle schedule: learning rate and momentum at step `i`, cosine up to the peak then cosine down."
+    i, total_steps = check_int(i, 'one_cycle: i', 0), check_int(total_steps, 'one_cycle: total_steps', 1)
+    max_lr, pct_start = check_number(max_lr, 'one_cycle: max_lr', above=0), check_number(pct_start, 'one_cycle: pct_start', 0, 1)
     peak = pct_start * total_steps - 1  # the step with lr = max_lr (not always a whole number)
     lr0 = max_lr / div_factor
     if i <= peak:
@@ -277,7 +287,9 @@ class OneCycle:
                  final_div_factor:float=1e4, # the last is `max_lr/div_factor/final_div_factor`
                  moms:tuple=(0.95, 0.85, 0.95), # momentum at the start, the peak and the end; None: leave it
                 ):
-        groups = opt.param_groups
+        groups = getattr(opt, 'param_groups', None)
+        if not isinstance(groups, list) or not groups:
+            raise TypeError(f"OneCycle: opt must be an optimizer (with param_groups), got {type(opt).__name__}")
         if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 2:
             raise ValueError(f"OneCycle: total_steps must be an integer >= 2, got {total_steps!r}")
         _check_num("OneCycle: pct_start (the warm-up's share of the steps)", pct_start, hi=1, lo_open=True)
@@ -320,6 +332,8 @@ class OneCycle:
 # %% ../nbs/08_optimizers.ipynb #1e3c64ba
 def train_steps(learn:Learner)->int:
     "Training batches in the whole fit: `n_epochs * len(dls.train)`."
+    if not isinstance(learn, Learner):
+        raise TypeError(f"train_steps: learn must be a Learner, got {type(learn).__name__}")
     dl = learn.dls.train
     if (n := loader_len(dl)) is None:
         raise ValueError(f"the training loader ({type(dl).__name__}) has no length, so a schedule "

@@ -249,7 +249,7 @@ def test_get_grid(n, nrows, ncols, grid):
 
 
 def test_get_grid_errors():
-    with pytest.raises(ValueError, match='n \(the number of axes\) must be at least 1'): get_grid(0)
+    with pytest.raises(ValueError, match=r'n \(the number of axes\) must be at least 1'): get_grid(0)
     with pytest.raises(ValueError, match='2 rows x 2 columns cannot hold 5'): get_grid(5, 2, 2)
 
 
