@@ -90,6 +90,7 @@ def test_home_page_names_the_notebook_to_open_and_what_is_coming(site):
     home = (site/'index.html').read_text()
     assert '<code>00_data.ipynb</code>' in home  # the file to open in JupyterLab, not its page
     for n in range(13, 21):
+        if any(p.name.startswith(f'{n}_') for p in NBS): continue  # written: listed with the others above
         assert re.search(rf'<td>{n}</td>\s*<td>[^<]*\(coming\)</td>', home), f'{n} not marked as coming'
 
 
