@@ -38,13 +38,14 @@ docs() {
 
 tests() {
   export PATH="$ROOT/.venv/bin:$PATH"
-  # one torch thread per process: the tests are small, and two threads on two shared cores stall badly when anything else runs
+  # one torch thread per process: the tests are small, and two threads on two shared cores stall badly when anything else runs;
+  # so two notebooks run at a time, one thread each (a notebook that needs a model another one trains trains its own copy)
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
   # a fresh model cache: the quick runs must train every model they use, not load what an earlier run left in ~/.cache/miniai
   export MINIAI_CACHE="$(mktemp -d)"
   trap 'rm -rf "$MINIAI_CACHE"' EXIT
   echo "== every notebook in quick mode (nbdev_test, MINIAI_QUICK=1), model cache $MINIAI_CACHE"
-  MINIAI_QUICK=1 nbdev_test --n_workers 1 --timing
+  MINIAI_QUICK=1 nbdev_test --n_workers 2 --timing
   echo "== package tests, sync/clean checks, docs build, wheel in a fresh venv (pytest)"
   pytest tests -q -p no:cacheprovider
 }
