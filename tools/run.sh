@@ -46,8 +46,8 @@ tests() {
   trap 'rm -rf "$MINIAI_CACHE"' EXIT
   echo "== every notebook in quick mode (nbdev_test, MINIAI_QUICK=1), model cache $MINIAI_CACHE"
   MINIAI_QUICK=1 nbdev_test --n_workers 2 --timing
-  echo "== package tests, sync/clean checks, docs build, wheel in a fresh venv (pytest)"
-  pytest tests -q -p no:cacheprovider
+  echo "== package tests, sync/clean checks, docs build, wheel in a fresh venv (pytest, two workers, a file per worker at a time)"
+  pytest tests -q -p no:cacheprovider -n 2 --dist loadfile
 }
 
 case "${1:-}" in
