@@ -361,7 +361,7 @@ def train_kl_vae(model:AutoencoderKL, # from `kl_autoencoder`, trained in place
     return dict(record, beta=beta, perceptual=perceptual, weight=weight, scaling_factor=scale)
 
 def pretrained_vae(epochs:int=1, # training epochs
-                   n_train:int=None, # training images (None: all 60,000, or 2,048 in quick mode)
+                   n_train:int=None, # training images (None: all 60,000, or 1,024 in quick mode)
                    nfs:tuple=(16, 32, 64), # `kl_autoencoder`'s channels
                    retrain:bool=False, # train even if the model cache has this recipe
                    cbs:list=(), # extra callbacks for training
@@ -370,7 +370,7 @@ def pretrained_vae(epochs:int=1, # training epochs
     "The course's AutoencoderKL, from the model cache (a `save_pretrained` folder) or trained and cached first."
     _need_diffusers('pretrained_vae')
     recipe = recipe_of(train_kl_vae, epochs=epochs,
-                       n_train=sized(None, 2048) if n_train is None else n_train, **kwargs)
+                       n_train=sized(None, 1024) if n_train is None else n_train, **kwargs)
     if recipe['perceptual']: recipe['classifier'] = fashion_classifier()[1]['recipe']   # it shapes the weights too
     recipe['vae'] = recipe_of(kl_autoencoder, nfs=tuple(nfs))
     train = partial(train_kl_vae, **{k: v for k, v in recipe.items() if k not in ('classifier', 'vae')}, cbs=cbs)
