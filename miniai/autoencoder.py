@@ -15,7 +15,7 @@ from .learner import Learner, Callback, DeviceCB, MetricsCB, Metric, MixedPrecis
 from .sgd import Adam               # importing miniai.sgd also gives Learner.fit_one_cycle
 from .init import conv_layer, check_channels
 from .resnet import ResBlock
-from .ddpm import diffusion_dls, diffusion_prep, to_pixels
+from .ddpm import diffusion_dls, diffusion_prep, to_pixels, _eval_mode
 from .ddim_fid import fashion_classifier
 from .checkpoint import cached_model, recipe_of
 
@@ -169,12 +169,10 @@ def reconstruct(model:LatentModel, # a trained autoencoder
                 bs:int=500, # images per batch
                )->Tensor: # (N, C, H, W) reconstructions (a VAE decodes its means), on the CPU
     "The model's reconstructions of `x`, in eval mode, batch by batch; the model's mode is restored after."
-    was = model.training; model.eval()
-    try:
+    with _eval_mode(model):
         dev = next(model.parameters()).device
         return torch.cat([model.decode(_mean(model.encode(x[i:i + bs].to(dev)))).float().cpu()
                           for i in range(0, len(x), bs)])
-    finally: model.train(was)
 
 def _mean(z): return z[0] if isinstance(z, tuple) else z     # a VAE's encode gives (μ, log σ²)
 
@@ -331,11 +329,9 @@ def latent_scale(model:LatentModel, # a trained autoencoder
                  bs:int=500, # images per batch
                 )->float: # the factor that gives the latents (their means, for a VAE) a standard deviation of 1
     "One over the standard deviation of the latents of `x`: Stable Diffusion's scaling factor, measured."
-    was = model.training; model.eval()
-    try:
+    with _eval_mode(model):
         dev = next(model.parameters()).device
         z = torch.cat([_mean(model.encode(x[i:i + bs].to(dev))).float().cpu() for i in range(0, len(x), bs)])
-    finally: model.train(was)
     return 1 / z.std().item()
 
 def train_kl_vae(model:AutoencoderKL, # from `kl_autoencoder`, trained in place
