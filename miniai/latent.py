@@ -215,7 +215,7 @@ def pretrained_latent_ddpm(vae, # the `AutoencoderKL` whose latents the model le
         return train_latent_ddpm(model, lat, **{k: v for k, v in recipe.items() if k not in ('vae', 'nfs', 'conditional')}, cbs=cbs)
     return cached_model('latent_ddpm' if not conditional else 'latent_cond_ddpm', build, train, recipe, retrain)
 
-# %% ../nbs/15_latent_conditional.ipynb #ld150030
+# %% ../nbs/15_latent_conditional.ipynb #ld150036
 def guided_eps(model:ConditionalUNet, # predicts the noise, told the class or "no label"
                x:Tensor, # (B, C, h, w) noisy latents
                t:Tensor, # (B,) time steps
@@ -244,6 +244,7 @@ def guided_sample(model:ConditionalUNet, # the class-conditional noise predictor
                   init:Tensor=None, # (N, C, h, w) latents to start from (img2img); None: pure noise
                   strength:float=1., # img2img: how far to noise `init`, 0 (not at all) to 1 (all the way)
                   size:tuple=(4, 8, 8), # (C, h, w) of one latent, when starting from noise
+                  clip:float=4., # clamp each step's x̂0 to [-clip, clip]: 4 standard deviations of scaled latents (None: off)
                   bs:int=500, # samples per model call (each call predicts twice as many)
                   seed:int=None, # seed of the starting noise and every step's noise
                   progress:bool=False, # show a progress bar over the steps
@@ -255,6 +256,7 @@ def guided_sample(model:ConditionalUNet, # the class-conditional noise predictor
     classes = _check_classes(fn, classes, None, model.n_classes, null=False); n = len(classes)
     if negative is not None: negative = _check_classes(f'{fn}: negative', negative, n, model.n_classes, null=False)
     check_number(scale, f'{fn}: scale'); steps = check_int(steps, f'{fn}: steps', 1, sched.T)
+    if clip is not None: check_number(clip, f'{fn}: clip', above=0)
     strength, bs = check_number(strength, f'{fn}: strength', above=0, hi=1), check_int(bs, f'{fn}: bs', 1)
     gen = torch.Generator().manual_seed(check_int(seed, f'{fn}: seed')) if seed is not None else None
     dev = next(model.parameters()).device
@@ -274,10 +276,10 @@ def guided_sample(model:ConditionalUNet, # the class-conditional noise predictor
                 negs = negative.to(dev).split(bs) if negative is not None else [None] * n
                 eps = torch.cat([guided_eps(model, xb, tb, cb, scale, nb) for xb, tb, cb, nb in
                                  zip(x.split(bs), tt.split(bs), classes.to(dev).split(bs), negs)]).float()
-            x = ddim_step(x, eps, t, ts[i + 1] if i + 1 < len(ts) else -1, sched, generator=gen, eta=eta)
+            x = ddim_step(x, eps, t, ts[i + 1] if i + 1 < len(ts) else -1, sched, generator=gen, eta=eta, clip=clip)
     return x.cpu()
 
-# %% ../nbs/15_latent_conditional.ipynb #ld150036
+# %% ../nbs/15_latent_conditional.ipynb #ld150042
 def hit_rate(clf:nn.Sequential, # a `fashion_classifier`
              imgs:Tensor, # (N, 1, 28, 28) images in [0, 1]
              classes:Tensor, # (N,) the class each image was asked to be

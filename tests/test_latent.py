@@ -117,6 +117,13 @@ def test_guided_sample_is_seeded_batched_and_keeps_the_mode():
     assert (a - b).abs().max() <= 1e-4 * a.abs().max()
     assert not torch.equal(a, guided_sample(m, sched, c, 3., steps=4, seed=1))
 
+def test_guided_sample_clamps_x0_where_sampling_starts():
+    "At t = 999 the cosine schedule's 1/√ᾱ is about 20,000: unclamped, the first x̂0 throws the latents far out."
+    m, sched, c = cond_unet(), NoiseSchedule.cosine(), torch.arange(4)
+    raw, clamped = (guided_sample(m, sched, c, 3., steps=4, seed=0, clip=k) for k in (None, 4.))
+    assert clamped.abs().max() < 10 < raw.abs().max()
+    assert torch.equal(clamped, guided_sample(m, sched, c, 3., steps=4, seed=0))     # 4 is the default
+
 def test_img2img_strength_sets_how_far_from_the_source():
     m, sched = cond_unet(), NoiseSchedule.cosine()
     init, c = torch.randn(8, 4, 8, 8, generator=torch.Generator().manual_seed(3)), torch.full((8,), 2)
@@ -126,6 +133,7 @@ def test_img2img_strength_sets_how_far_from_the_source():
 @pytest.mark.parametrize('kw, err, match', [
     (dict(init=torch.zeros(3, 4, 8, 8)), ValueError, r'init must be latents \(4, 4'), (dict(strength=0), ValueError, 'strength'),
     (dict(strength=1.5), ValueError, 'strength'), (dict(steps=0), ValueError, 'steps'), (dict(scale=None), TypeError, 'scale'),
+    (dict(clip=0), ValueError, 'guided_sample: clip'), (dict(clip='4'), TypeError, 'guided_sample: clip'),
     (dict(classes=torch.tensor([0, 1, 2, 12])), ValueError, r'0\.\.9'), (dict(classes=[0, 1]), TypeError, 'integer tensor')])
 def test_guided_sample_rejects_bad_arguments(kw, err, match):
     args = dict(classes=torch.arange(4), scale=2., steps=2); args.update(kw)
