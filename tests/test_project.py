@@ -41,6 +41,27 @@ def test_notebooks_are_committed_executed():
         assert shown >= 0.3*len(code), f"{p.name}: only {shown} of {len(code)} code cells have outputs; commit it executed in full mode"
 
 
+def _calls(node):
+    "The calls `node` makes when run: what function and class bodies do is left out (defining them runs nothing)."
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)): return
+    if isinstance(node, ast.Call): yield node
+    for child in ast.iter_child_nodes(node): yield from _calls(child)
+
+def test_cells_the_docs_build_runs_only_import():
+    "The docs build (nbdev) runs every cell with an import in it, in full mode: such a cell must not also compute."
+    heavy = []
+    for p in NBS:
+        for c in json.loads(p.read_text())['cells']:
+            src = ''.join(c['source'])
+            if c['cell_type'] != 'code' or re.search(r'^#\|\s*(export|exports|exporti|exec_doc)\b', src, re.M): continue
+            try: tree = ast.parse('\n'.join(l for l in src.splitlines() if not l.lstrip().startswith(('%', '!'))))
+            except SyntaxError: continue
+            if not any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree)): continue
+            calls = [ast.unparse(n.func) for n in _calls(tree)]
+            if bad := [f for f in calls if not f.startswith('warnings.')]: heavy.append(f"{p.name} cell {c.get('id')}: {bad[:3]}")
+    assert not heavy, f"cells with imports that also run code (the docs build would run them in full mode): {heavy}"
+
+
 def test_readme_in_step_with_index_and_lists_every_notebook():
     sys.path.insert(0, str(ROOT/'tools'))
     from make_readme import readme
