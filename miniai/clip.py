@@ -24,10 +24,10 @@ __all__ = ['CLASS_NAMES', 'TRAIN_TEMPLATES', 'HELD_OUT_TEMPLATES', 'IMAGE_NFS', 
            'image_attributes', 'all_captions', 'phrase', 'CaptionMaker', 'same_captions', 'CaptionBatches', 'clip_dls',
            'WordTokenizer', 'attention', 'causal_mask', 'MultiHeadAttention', 'TransformerBlock', 'check_ids',
            'TextTransformer', 'check_images', 'CLIP', 'clip_loss', 'image_tower', 'our_clip', 'train_clip',
-           'clip_tower', 'pretrained_clip', 'image_embeddings', 'text_embeddings', 'class_prompts', 'zero_shot_weights',
-           'zero_shot', 'recall_at', 'hf_offline', 'clip_alphabet', 'train_clip_tokenizer', 'clip_text_model',
-           'minilm_dir', 'minilm', 'minilm_embed', 'Frozen', 'HFTokenizer', 'CLIPText', 'MiniLMText',
-           'save_text_encoder', 'load_text_encoder']
+           'caption_tokenizer', 'tokenizer_fingerprint', 'clip_tower', 'pretrained_clip', 'image_embeddings',
+           'text_embeddings', 'class_prompts', 'zero_shot_weights', 'zero_shot', 'recall_at', 'hf_offline',
+           'clip_alphabet', 'train_clip_tokenizer', 'clip_text_model', 'minilm_dir', 'minilm', 'minilm_embed', 'Frozen',
+           'HFTokenizer', 'CLIPText', 'MiniLMText', 'save_text_encoder', 'load_text_encoder']
 
 # %% ../nbs/16_clip.ipynb #cl160006
 # class -> (names used in training captions, names kept out of training)
@@ -349,6 +349,20 @@ def train_clip(model:CLIP, # trained in place
 # %% ../nbs/16_clip.ipynb #cl160038
 TOWERS = ('ours', 'clip_text_model', 'minilm')
 
+def caption_tokenizer(context:int=24, # ids per prompt
+                     )->CLIPTokenizer:
+    "The BPE tokenizer of our captions, from the model cache, or trained now and cached with `save_pretrained`."
+    # trained twice, a BPE can differ: pairs that are equally frequent are merged in an order that changes from run to run.
+    # So it is kept, like a model's weights, and the models that read its ids name it in their recipe.
+    path = cache_dir('models') / f'clip_bpe-{context}'
+    if not path.is_dir(): save_pretrained_atomic(train_clip_tokenizer(all_captions(), context=context), path)
+    hf_offline()
+    return CLIPTokenizer.from_pretrained(path, local_files_only=True)
+
+def tokenizer_fingerprint(tok)->str: # 12 hex digits of a sha256 of the whole tokenizer (vocabulary, merges, settings)
+    import hashlib
+    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:12]
+
 def clip_tower(tower:str='ours', # 'ours', 'clip_text_model' or 'minilm'
                nfs:tuple=None, # the image tower's channels
               )->CLIP:
@@ -356,7 +370,7 @@ def clip_tower(tower:str='ours', # 'ours', 'clip_text_model' or 'minilm'
     if tower not in TOWERS: raise ValueError(f"clip_tower: tower must be one of {TOWERS}, got {tower!r}")
     if tower == 'ours': return our_clip(nfs=nfs)
     if tower == 'clip_text_model':
-        tok = train_clip_tokenizer(all_captions(), context=24)
+        tok = caption_tokenizer()
         text, t, d_text = CLIPText(clip_text_model(tok)), HFTokenizer(tok), 128
     else:
         text = MiniLMText(); t, d_text = text.tokenize, 256
@@ -379,10 +393,11 @@ def pretrained_clip(tower:str='ours', # 'ours', 'clip_text_model' or 'minilm'
     if tower != 'ours':                                                   # the image side comes from our CLIP
         base, base_rec = pretrained_clip('ours', seed=seed, cbs=cbs)
         recipe['image_tower'] = base_rec['recipe']
+        if tower == 'clip_text_model': recipe['tokenizer'] = tokenizer_fingerprint(caption_tokenizer())
     def train(model):
         if base is not None:
             model.image.module.load_state_dict(base.image.state_dict()); model.image_proj.load_state_dict(base.image_proj.state_dict())
-        return train_clip(model, **{k: v for k, v in recipe.items() if k != 'image_tower'}, cbs=cbs)
+        return train_clip(model, **{k: v for k, v in recipe.items() if k not in ('image_tower', 'tokenizer')}, cbs=cbs)
     return cached_model(f'clip_{tower}', partial(clip_tower, tower), train, dict(recipe, tower=tower), retrain)
 
 # %% ../nbs/16_clip.ipynb #cl160042
@@ -573,7 +588,7 @@ def minilm_embed(model, # from `minilm`
     e = torch.cat(out) if out else torch.empty(0, model.config.hidden_size, device=dev)
     return F.normalize(e, dim=-1) if getattr(model, 'minilm_normalize', True) else e
 
-# %% ../nbs/16_clip.ipynb #cl160049
+# %% ../nbs/16_clip.ipynb #cl160050
 class Frozen(nn.Module):
     "A module that stays as it is: no gradients, always in eval mode (its BatchNorm statistics are not updated)."
     def __init__(self, module:nn.Module):
@@ -583,7 +598,7 @@ class Frozen(nn.Module):
     def forward(self, *args, **kwargs):
         with torch.no_grad(): return self.module(*args, **kwargs)
 
-# %% ../nbs/16_clip.ipynb #cl160050
+# %% ../nbs/16_clip.ipynb #cl160051
 class HFTokenizer:
     "A transformers tokenizer as our towers call one: texts -> (B, context) ids, a long prompt cut with a warning."
     def __init__(self, tok, context:int=None): self.tok, self.context = tok, context or tok.model_max_length
@@ -628,7 +643,7 @@ class MiniLMText(nn.Module):
         return torch.stack([self.memo[k] for k in keys]).to(ids.device)
     def forward(self, ids:Tensor)->Tensor: return self.mlp(self.embed(ids))
 
-# %% ../nbs/16_clip.ipynb #cl160053
+# %% ../nbs/16_clip.ipynb #cl160054
 def save_text_encoder(clip:CLIP, # a CLIP with transformers' text tower, `pretrained_clip('clip_text_model')[0]`
                       path:Path, # folder to write: `text_encoder/` and `tokenizer/` inside, as in a Stable Diffusion folder
                      )->Path:

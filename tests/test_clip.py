@@ -7,7 +7,8 @@ from miniai.data import DataError
 from miniai.clip import (CLASS_NAMES, CLIP, CLIPText, CaptionMaker, Frozen, HFTokenizer, MultiHeadAttention, TextTransformer,
                          WordTokenizer, all_captions, attention, causal_mask, class_prompts, clip_loss, clip_text_model,
                          image_attributes, image_tower, load_text_encoder, phrase, pretrained_clip, recall_at,
-                         same_captions, save_text_encoder, text_embeddings, train_clip_tokenizer, zero_shot, image_embeddings)
+                         same_captions, save_text_encoder, text_embeddings, train_clip_tokenizer, zero_shot, image_embeddings,
+                         caption_tokenizer, tokenizer_fingerprint)
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
@@ -146,3 +147,10 @@ def test_quick_training_lowers_the_loss_and_beats_chance(cache, monkeypatch):
     again, _ = pretrained_clip('ours', epochs=2, n_train=4096)             # from the cache: the same weights
     assert all(torch.equal(a, b) for a, b in zip(clip.state_dict().values(), again.state_dict().values()))
     with pytest.raises(ValueError, match='tower'): pretrained_clip('bert')
+
+def test_caption_tokenizer_is_kept_in_the_cache_and_named_by_the_recipe(cache):
+    import subprocess, sys
+    code = "from miniai.clip import caption_tokenizer, tokenizer_fingerprint; print(tokenizer_fingerprint(caption_tokenizer()))"
+    runs = [subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.split()[-1]
+            for _ in range(2)]                                            # two processes: the second reads the first's
+    assert runs[0] == runs[1] and (cache / 'models' / 'clip_bpe-24').is_dir()
