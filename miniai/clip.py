@@ -106,6 +106,7 @@ class CaptionMaker:
 
 # %% ../nbs/16_clip.ipynb #cl160013
 def same_captions(caps:list)->Tensor: # (B, B) bool: caption i is caption j
+    "Which captions of a batch are the same words: the pairs `clip_loss` counts as matches."
     ids = {c: i for i, c in enumerate(dict.fromkeys(caps))}
     k = torch.tensor([ids[c] for c in caps])
     return k[:, None] == k[None]
@@ -204,6 +205,7 @@ def attention(q:Tensor, # (..., Lq, d) queries
     return w.softmax(-1) @ v
 
 def causal_mask(n:int)->Tensor: # (n, n) bool: position i sees positions 0..i
+    "The mask of a left-to-right model: True on and below the diagonal."
     return torch.ones(n, n, dtype=torch.bool).tril()
 
 class MultiHeadAttention(nn.Module):
@@ -360,6 +362,7 @@ def caption_tokenizer(context:int=24, # ids per prompt
     return CLIPTokenizer.from_pretrained(path, local_files_only=True)
 
 def tokenizer_fingerprint(tok)->str: # 12 hex digits of a sha256 of the whole tokenizer (vocabulary, merges, settings)
+    "Equal tokenizers, equal fingerprint: what a text tower's recipe names."
     import hashlib
     return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:12]
 
